@@ -1,0 +1,5 @@
+import sys
+
+from aptune.cli import main
+
+sys.exit(main())

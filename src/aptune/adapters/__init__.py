@@ -1,0 +1,5 @@
+"""The APT adapter layer and its injection into a model."""
+
+from aptune.adapters.layer import APTLinear
+
+__all__ = ["APTLinear"]

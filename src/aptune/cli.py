@@ -1,0 +1,63 @@
+"""The ``aptune`` command line: one entry point, one module per subcommand in ``aptune.commands``.
+
+Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = ("prune", "export", "eval", "bench", "train", "ablate", "report")
+
+
+def _load_commands():
+    modules = []
+    for name in COMMANDS:
+        try:
+            modules.append(importlib.import_module(f"aptune.commands.{name}"))
+        except ModuleNotFoundError as err:
+            if err.name != f"aptune.commands.{name}":
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aptune", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in _load_commands():
+        command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def _quiet_transformers() -> None:
+    """Keep transformers' load reports and per-file progress bars out of the command's output."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_transformers()
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        # Bad input: say what was wrong, without a traceback.
+        print(f"aptune {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

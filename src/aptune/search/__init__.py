@@ -1,0 +1,24 @@
+"""How much to prune and when: the budgeted keep-set search and the schedules."""
+
+from aptune.search.budget import Block, KeepSet, blocks_of, search_keep_set
+from aptune.search.schedule import (
+    PruningSchedule,
+    cubic_density,
+    linear_budget,
+    mu_at,
+    pruning_steps,
+    update_soft_masks,
+)
+
+__all__ = [
+    "Block",
+    "KeepSet",
+    "PruningSchedule",
+    "blocks_of",
+    "cubic_density",
+    "linear_budget",
+    "mu_at",
+    "pruning_steps",
+    "search_keep_set",
+    "update_soft_masks",
+]

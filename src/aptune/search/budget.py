@@ -1,0 +1,132 @@
+"""Pick the structures to keep under a parameter budget (apt_method.md §D).
+
+Every block (KV group, FFN neuron, hidden dimension) gets a density = salience / parameter cost. Blocks
+are sorted by density, and a binary search finds the longest prefix whose closed-form parameter count
+(``ParamCounter``) stays within ``budget``. The count of a prefix grows with its length, so the search is
+exact: the chosen set fits and adding the next block would not. Pure tensor code; the model is not touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from aptune.structures.masks import StructureState
+from aptune.structures.params import ParamCounter
+
+
+@dataclass(frozen=True)
+class Block:
+    kind: str  # "heads", "ffn" or "hidden"
+    site: str  # site name ("" for hidden)
+    index: int  # position in the site's *current* mask
+
+
+@dataclass
+class KeepSet:
+    """Binary masks (current shapes) of the chosen blocks, and the parameters they cost."""
+
+    heads: dict[str, torch.Tensor]
+    ffn: dict[str, torch.Tensor]
+    hidden: torch.Tensor
+    params: int
+    budget: int
+
+
+def blocks_of(state: StructureState) -> list[Block]:
+    """All blocks of a model, in a fixed order (heads, neurons, hidden dims)."""
+    blocks = [Block("heads", n, i) for n, m in state.heads.items() for i in range(len(m))]
+    blocks += [Block("ffn", n, i) for n, m in state.ffn.items() for i in range(len(m))]
+    blocks += [Block("hidden", "", i) for i in range(len(state.hidden))]
+    return blocks
+
+
+def _block_costs(counter: ParamCounter, state: StructureState) -> dict[str, torch.Tensor | float]:
+    sizes = state.sizes()
+    d = sizes["hidden"]
+    costs = {f"heads/{n}": float(counter.group_cost(n, d)) for n in state.heads}
+    costs.update({f"ffn/{n}": float(counter.neuron_cost(n, d)) for n in state.ffn})
+    costs["hidden"] = float(counter.hidden_dim_cost(sizes["heads"], sizes["ffn"]))
+    return costs
+
+
+def search_keep_set(
+    scores: dict[str, dict[str, torch.Tensor] | torch.Tensor],
+    state: StructureState,
+    counter: ParamCounter,
+    budget: int,
+    protect: dict[str, list[int]] | None = None,
+) -> KeepSet:
+    """Longest density-sorted prefix of blocks whose parameter count is at most ``budget``.
+
+    Args:
+        scores: {"heads": {site: [groups]}, "ffn": {site: [neurons]}, "hidden": [d]} salience, current shapes.
+        state: the model's structure state (current shapes).
+        counter: the closed-form parameter counter.
+        budget: parameters allowed (e.g. density × the original count).
+        protect: blocks always kept, e.g. {"heads/<site>": [0]} (they are ranked first).
+    """
+    if budget <= 0:
+        raise ValueError(f"parameter budget must be positive, got {budget}")
+    costs = _block_costs(counter, state)
+    kinds, sites, indices, densities = [], [], [], []
+    site_names = list(state.heads) + list(state.ffn) + [""]
+    for kind_id, (kind, group) in enumerate((("heads", state.heads), ("ffn", state.ffn))):
+        for name, mask in group.items():
+            score = torch.as_tensor(scores[kind][name], dtype=torch.float64).flatten()
+            if score.shape[0] != len(mask):
+                raise ValueError(f"{kind} scores of {name!r} have {score.shape[0]} entries; expected {len(mask)}")
+            densities.append(score / costs[f"{kind}/{name}"])
+            kinds.append(torch.full((len(mask),), kind_id))
+            sites.append(torch.full((len(mask),), site_names.index(name)))
+            indices.append(torch.arange(len(mask)))
+    hidden_score = torch.as_tensor(scores["hidden"], dtype=torch.float64).flatten()
+    if hidden_score.shape[0] != len(state.hidden):
+        raise ValueError(f"hidden scores have {hidden_score.shape[0]} entries; expected {len(state.hidden)}")
+    densities.append(hidden_score / costs["hidden"])
+    kinds.append(torch.full((len(state.hidden),), 2))
+    sites.append(torch.full((len(state.hidden),), len(site_names) - 1))
+    indices.append(torch.arange(len(state.hidden)))
+    density, kind, site, index = (torch.cat(x) for x in (densities, kinds, sites, indices))
+    for key, protected in (protect or {}).items():
+        kind_name, _, name = key.partition("/")
+        kid = ("heads", "ffn", "hidden").index(kind_name)
+        sid = site_names.index(name)
+        for i in protected:
+            density[(kind == kid) & (site == sid) & (index == i)] = float("inf")
+    order = torch.argsort(density, descending=True, stable=True)
+    kind, site, index = kind[order], site[order], index[order]
+
+    def masks_for(length: int):
+        heads = {n: torch.zeros(len(m)) for n, m in state.heads.items()}
+        ffn = {n: torch.zeros(len(m)) for n, m in state.ffn.items()}
+        hidden = torch.zeros(len(state.hidden))
+        for k, s, i in zip(kind[:length].tolist(), site[:length].tolist(), index[:length].tolist()):
+            if k == 0:
+                heads[site_names[s]][i] = 1.0
+            elif k == 1:
+                ffn[site_names[s]][i] = 1.0
+            else:
+                hidden[i] = 1.0
+        return heads, ffn, hidden
+
+    def params_of(length: int) -> int:
+        # counts per site of the prefix, without building masks
+        prefix_kind, prefix_site = kind[:length], site[:length]
+        heads = {n: int(((prefix_kind == 0) & (prefix_site == site_names.index(n))).sum()) for n in state.heads}
+        ffn = {n: int(((prefix_kind == 1) & (prefix_site == site_names.index(n))).sum()) for n in state.ffn}
+        hidden = int((prefix_kind == 2).sum())
+        return counter.count(heads, ffn, hidden)
+
+    lo, hi = 0, len(order)  # invariant: params_of(lo) <= budget; find the largest such length
+    if params_of(hi) <= budget:
+        lo = hi
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if params_of(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    heads, ffn, hidden = masks_for(lo)
+    return KeepSet(heads, ffn, hidden, params_of(lo), budget)
