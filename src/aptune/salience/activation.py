@@ -77,10 +77,12 @@ class APTSalience(Salience):
         for site in self.family.attention_sites:
             o = model.get_submodule(site.o)
             # prepend: see the projection's own output, before the hidden-mask hook rescales it
-            self._handles.append(o.register_forward_hook(self._observer(("heads", site.name), site.stack), prepend=True))
+            hook = self._observer(("heads", site.name), site.stack)
+            self._handles.append(o.register_forward_hook(hook, prepend=True))
         for site in self.family.ffn_sites:
             down = model.get_submodule(site.down)
-            self._handles.append(down.register_forward_hook(self._observer(("ffn", site.name), site.stack), prepend=True))
+            hook = self._observer(("ffn", site.name), site.stack)
+            self._handles.append(down.register_forward_hook(hook, prepend=True))
         return self
 
     def detach(self) -> None:

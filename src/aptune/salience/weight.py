@@ -199,6 +199,20 @@ class RandomSalience(Salience):
     def step_scores(self) -> dict | None:
         return None
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The draws, by original index (a scorer attached to a cut model could not redraw them)."""
+        out = {"hidden": self._table["hidden"].clone()}
+        for kind in ("heads", "ffn"):
+            out.update({f"{kind}/{n}": v.clone() for n, v in self._table[kind].items()})
+        return out
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        self._table = {
+            "heads": {n: tensors[f"heads/{n}"].clone() for n in self.state.heads},
+            "ffn": {n: tensors[f"ffn/{n}"].clone() for n in self.state.ffn},
+            "hidden": tensors["hidden"].clone(),
+        }
+
     def scores(self) -> dict:
         state, table = self.state, self._table
         if table is None:

@@ -1,0 +1,200 @@
+"""``aptune eval``: evaluate a model on a GLUE task, a multiple-choice task or file, or lm-eval tasks.
+
+Examples::
+
+    aptune eval --model smollm2-135m --mc-file items.jsonl
+    aptune eval --model smollm2-135m --task arc-easy --split dev
+    aptune eval --model smollm2-135m --task mmlu --scoring both --subjects anatomy,astronomy
+    aptune eval --model runs/sst2/export --task sst2
+    aptune eval --model runs/alpaca/export --lm-eval arc_easy,hellaswag
+
+Multiple-choice results print as ``acc=... acc_norm=...`` (see :mod:`aptune.eval.mc` for the
+definitions), GLUE results with the task's metrics; all are also written as JSON (``--output``,
+default ``runs/eval/<model>/<task>.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+NAME = "eval"
+HELP = "evaluate a model on a GLUE task, a multiple-choice task or file (acc / acc_norm), or lm-eval tasks"
+
+MC_TASK_NAMES = ("arc-easy", "arc-challenge", "sciq", "mmlu")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="short name (smollm2-135m, minilm), an aptune export or HF model folder, or a hub id")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--task", help=f"a GLUE task (sst2, cola, mrpc, rte, stsb, qnli, mnli, qqp) or a "
+                                       f"multiple-choice task ({', '.join(MC_TASK_NAMES)})")
+    target.add_argument("--mc-file", type=Path,
+                        help='JSONL file, one {"question": str, "choices": [str, ...], "answer": int} per line')
+    target.add_argument("--lm-eval", metavar="TASKS",
+                        help="comma-separated lm-evaluation-harness tasks (needs lm-eval)")
+    parser.add_argument("--split", help="data split (ARC: train/dev/test, default dev; SciQ: valid/test, default "
+                                        "test; MMLU: dev/val/test, default val; GLUE: the dev set)")
+    parser.add_argument("--data-dir", type=Path, help="data folder tried before $APTUNE_DATA and ../shared/data")
+    parser.add_argument("--num-fewshot", type=int, default=0, help="solved examples before each question (default 0)")
+    parser.add_argument("--batch-size", type=int, default=8, help="questions (or GLUE examples) per forward pass")
+    parser.add_argument("--max-samples", type=int, help="evaluate a seeded random subset of this many items")
+    parser.add_argument("--subjects", help="MMLU: comma-separated subjects (default: all 57)")
+    parser.add_argument("--scoring", choices=("options", "letters", "both"), default="options",
+                        help="MMLU: score the option texts (default), the answer letters, or both")
+    parser.add_argument("--include-support", action="store_true", help="SciQ: put the support passage in the prompt")
+    parser.add_argument("--max-length", type=int, help="longest sequence in tokens (GLUE default 128)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1... (default: cuda when available)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=1234, help="seed of few-shot draws and --max-samples subsets")
+    parser.add_argument("--output", type=Path, help="JSON file for the results (default runs/eval/<model>/<task>.json)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")).strip("_") or "model"
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _load(args, head: str):
+    import torch
+
+    from aptune.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(args.model)
+    model = load_model(args.model, head=head, dtype=getattr(torch, args.dtype))
+    return model.to(_device(args.device)), tokenizer
+
+
+def _mc_datasets(args) -> list:
+    from aptune.data.multiple_choice import load_mc_jsonl, load_mc_task
+
+    if args.mc_file is not None:
+        return [load_mc_jsonl(args.mc_file)]
+    subjects = [s.strip() for s in args.subjects.split(",") if s.strip()] if args.subjects else None
+    scorings = ("options", "letters") if args.scoring == "both" else (args.scoring,)
+    if args.task.lower().replace("_", "-") != "mmlu":
+        scorings = ("options",)
+    return [
+        load_mc_task(args.task, args.split, args.data_dir, subjects=subjects, scoring=scoring,
+                     include_support=args.include_support, num_fewshot=args.num_fewshot)
+        for scoring in scorings
+    ]
+
+
+def _run_multiple_choice(args) -> list[dict[str, Any]]:
+    from aptune.data.splits import subsample
+    from aptune.eval.mc import evaluate_multiple_choice
+
+    datasets = _mc_datasets(args)
+    model, tokenizer = _load(args, "causal-lm")
+    results = []
+    for dataset in datasets:
+        items = subsample(dataset.items, args.max_samples, args.seed)
+        print(f"data: {dataset.name} from {dataset.source.describe()}")
+        started = time.perf_counter()
+        result = evaluate_multiple_choice(
+            model, tokenizer, items, batch_size=args.batch_size, num_fewshot=args.num_fewshot,
+            progress=not args.no_progress, fewshot_pool=dataset.fewshot_pool, seed=args.seed,
+            max_length=args.max_length,
+        )
+        split = dataset.split
+        header = {"task": dataset.name, "split": split or None, "scoring": dataset.scoring,
+                  "data_source": dataset.source.location}
+        result = {**header, **result, "seconds": round(time.perf_counter() - started, 1)}
+        results.append(result)
+        setting = ", ".join(filter(None, [split, f"{dataset.scoring} scoring", f"{args.num_fewshot}-shot"]))
+        print(
+            f"{dataset.name} ({setting}): "
+            f"acc={result['acc']:.4f} acc_norm={result['acc_norm']:.4f} n={result['n']} chance={result['chance']:.4f}"
+        )
+    return results
+
+
+def _run_glue(args) -> list[dict[str, Any]]:
+    from aptune.data.glue import load_glue_task
+    from aptune.eval.classification import evaluate_task
+
+    model, tokenizer = _load(args, "sequence-classification")
+    task = load_glue_task(args.task, tokenizer, max_length=args.max_length or 128, data_dir=args.data_dir,
+                          max_eval_samples=args.max_samples, seed=args.seed, include_train=False)
+    print(f"data: {task.name} from {task.source.describe()}")
+    for note in task.notes:
+        print(f"note: {note}")
+    started = time.perf_counter()
+    metrics = evaluate_task(model, task, pad_token_id=tokenizer.pad_token_id or 0, batch_size=args.batch_size,
+                            progress=not args.no_progress)
+    shown = " ".join(f"{name}={metrics[name]:.4f}" for name in task.metric_names)
+    print(f"{task.name} (dev): {shown} n={metrics['n']}")
+    return [{"task": task.name, "split": "dev", "data_source": task.source.location, **metrics,
+             "primary_metric": task.primary_metric, "seconds": round(time.perf_counter() - started, 1)}]
+
+
+def _run_lm_eval(args) -> list[dict[str, Any]]:
+    from aptune.eval.lm_eval_bridge import lm_eval_available, run_lm_eval
+
+    if not lm_eval_available():
+        raise ValueError('--lm-eval needs lm-evaluation-harness: pip install "lm-eval>=0.4.5"')
+    tasks = [task.strip() for task in args.lm_eval.split(",") if task.strip()]
+    model, tokenizer = _load(args, "causal-lm")
+    output = run_lm_eval(model, tokenizer, tasks, num_fewshot=args.num_fewshot, batch_size=args.batch_size,
+                         limit=args.max_samples)
+    results = []
+    for task, metrics in output.items():
+        shown = " ".join(f"{name}={value:.4f}" for name, value in metrics.items() if "stderr" not in name)
+        print(f"{task} (lm-eval, {args.num_fewshot}-shot): {shown}")
+        results.append({"task": task, "harness": "lm-eval", **metrics})
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    from aptune.data.glue import GLUE_TASKS, glue_task_spec
+
+    if args.num_fewshot < 0 or args.batch_size < 1:
+        raise ValueError("--num-fewshot must be >= 0 and --batch-size >= 1")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.lm_eval:
+        results, target = _run_lm_eval(args), "lm-eval_" + args.lm_eval
+    elif args.mc_file is not None:
+        results, target = _run_multiple_choice(args), args.mc_file.stem
+    else:
+        name = args.task.lower().replace("_", "-")
+        if name in MC_TASK_NAMES:
+            results, target = _run_multiple_choice(args), name + (f"-{args.split}" if args.split else "")
+        else:
+            try:
+                glue_task_spec(args.task)
+            except ValueError:
+                raise ValueError(
+                    f"unknown task {args.task!r}: choose a GLUE task ({', '.join(GLUE_TASKS)}), a multiple-choice "
+                    f"task ({', '.join(MC_TASK_NAMES)}), or use --mc-file / --lm-eval"
+                ) from None
+            results, target = _run_glue(args), glue_task_spec(args.task).name
+    output = args.output or Path("runs") / "eval" / _slug(Path(str(args.model)).name) / f"{_slug(target)}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "model": str(args.model),
+        "num_fewshot": args.num_fewshot,
+        "max_samples": args.max_samples,
+        "seed": args.seed,
+        "results": results,
+    }
+    output.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {output}")
+    return 0

@@ -1,0 +1,33 @@
+"""Self-distillation: teacher mode over the shared backbone, layer mapping and the loss helpers."""
+
+from aptune.distill.self_distill import (
+    DistillConfig,
+    LayerTransform,
+    distill_loss,
+    layer_loss,
+    layer_stacks,
+    layer_states,
+    map_layers,
+    mixed_loss,
+    prediction_loss,
+    sample_teacher_layers,
+    snapshot_teacher,
+    surviving_layers,
+    teacher_mode,
+)
+
+__all__ = [
+    "DistillConfig",
+    "LayerTransform",
+    "distill_loss",
+    "layer_loss",
+    "layer_stacks",
+    "layer_states",
+    "map_layers",
+    "mixed_loss",
+    "prediction_loss",
+    "sample_teacher_layers",
+    "snapshot_teacher",
+    "surviving_layers",
+    "teacher_mode",
+]

@@ -1,0 +1,204 @@
+"""One training loop for APT and its ablations, top to bottom (apt_method.md §G).
+
+Per step: (teacher forward) → student forward → loss (CE, or μ-mixed CE + self-distillation) → backward →
+salience update → soft masks move toward the budgeted keep set → clip, optimizer and LR step → at a pruning
+step: cut the pruned blocks from the tensors, grow the most salient adapters' ranks, and carry the AdamW
+moments over (``OptimizerSurgery``) so the LR schedule simply continues. Every ablation is a config patch
+(design.md), never a branch here: no pruning = ``prune.enabled=false``, fixed ranks =
+``rank.strategy=none``, no distillation = ``distill.enabled=false``, other salience = ``prune.salience=...``.
+
+Multi-process (DDP/FSDP through Accelerate) is not wired yet: this loop runs in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from aptune.config import RunConfig
+from aptune.data import load_glue_task, make_dataloader, seed_everything
+from aptune.distill.self_distill import LayerTransform, distill_loss, mixed_loss, snapshot_teacher, teacher_mode
+from aptune.eval.classification import evaluate_task
+from aptune.model import AdapterConfig, APTModel
+from aptune.models import load_model, load_tokenizer
+from aptune.salience import AdapterImportance, build_scorer
+from aptune.search import search_keep_set
+from aptune.search.schedule import PruningSchedule, update_soft_masks
+from aptune.tuning.optim_surgery import OptimizerSurgery
+from aptune.tuning.rank_allocator import grow_ranks, tuning_params
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+class JsonlLog:
+    """One JSON object per line: the run's metrics file."""
+
+    def __init__(self, path: Path):
+        self.file = path.open("a")
+
+    def write(self, **record) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+
+def _batches(loader):
+    """Endless iteration over a loader, reshuffled each epoch."""
+    epoch = 0
+    while True:
+        sampler = getattr(loader, "batch_sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def train(config: RunConfig) -> dict:
+    """Run one configured training; returns the summary (also written to ``summary.json``)."""
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "config.yaml")
+    log = JsonlLog(out / "metrics.jsonl")
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    seed_everything(config.train.seed)
+
+    # ---- data and model --------------------------------------------------------------------------
+    tokenizer = load_tokenizer(config.model.name)
+    task = load_glue_task(config.data.task, tokenizer, config.data.max_length, config.data.data_dir,
+                          config.data.max_train_samples, config.data.max_eval_samples, seed=config.train.seed)
+    pad_id = tokenizer.pad_token_id
+    loader = make_dataloader(task.train, config.train.batch_size, pad_id, shuffle=True, seed=config.train.seed,
+                             group_by_length=True, drop_last=True)
+    batches = _batches(loader)
+    a = config.adapter
+    apt = APTModel(load_model(config.model.name, head=config.model.head, num_labels=task.num_labels),
+                   AdapterConfig(list(a.targets), a.rank, a.scaling, a.train_head, a.train_base), seed=config.train.seed)
+    apt.train()
+    print(f"[aptune] {task.name}: {len(task.train)} train / {len(task.eval)} eval examples from {task.source}")
+
+    # ---- method components -----------------------------------------------------------------------
+    steps = config.train.steps
+    p = config.prune
+    schedule = PruningSchedule.build(
+        total_steps=steps, start=min(p.start_step, steps - 1), end=max(int(p.end_fraction * steps), p.start_step + 1),
+        num_prunings=p.num_steps, target_density=p.density if p.enabled else 1.0,
+        warmup_steps=int(p.warmup_fraction * steps), tuning_initial=tuning_params(apt),
+        tuning_ratio=config.rank.budget_ratio, decay_steps=max(1, int(1.0 / p.mask_lr)) + 2, alpha=p.mask_lr,
+    )
+    (out / "schedule.json").write_text(json.dumps(schedule.to_dict(), indent=1))
+    scorer = build_scorer(p.salience, **({"kurtosis": p.kurtosis} if p.salience == "apt" else {})).attach(apt)
+    importance = AdapterImportance().attach(apt)
+    distill = config.distill
+    transform = LayerTransform(apt, rank=distill.transform_rank) if distill.enabled else None
+    max_rank = int(config.rank.max_rank_ratio * max(1, a.rank))
+    params = [q for q in apt.parameters() if q.requires_grad]
+    if transform is not None:
+        params += [q for q in transform.parameters() if q.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
+    warmup = int(config.train.warmup_ratio * steps)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)) * max(0.0, (steps - s) / max(1, steps - warmup)))
+    generator = torch.Generator().manual_seed(config.train.seed)
+
+    # ---- loop ------------------------------------------------------------------------------------
+    best, history, teacher_ready = -math.inf, [], False
+    last_prune_step = schedule.steps[-1] if schedule.steps and p.enabled else 0
+    start_time = time.perf_counter()
+    bar = tqdm(range(steps), desc="training", dynamic_ncols=True)
+    for step in bar:
+        step_start = time.perf_counter()
+        batch = next(batches)
+        collecting = p.enabled and schedule.start <= step < max(last_prune_step, schedule.start + 1)
+        mu = schedule.mu(step) if (distill.enabled and teacher_ready) else 0.0
+
+        if mu > 0:
+            with torch.no_grad(), teacher_mode(apt, masks=distill.teacher_masks):
+                teacher_out = apt(**batch, output_hidden_states=True)
+        student_out = apt(**batch, output_hidden_states=mu > 0)
+        loss = student_out.loss
+        parts = {}
+        if mu > 0:
+            dloss, parts = distill_loss(student_out, teacher_out, apt, distill, transform, generator,
+                                        attention_mask=batch.get("attention_mask"))
+            loss = mixed_loss(loss, dloss, mu)
+        loss.backward()
+
+        if collecting:
+            scorer.update()
+            importance.update()
+            action = schedule.mask_action(step)
+            if action is not None:
+                k = schedule.pruning_index(step + 1)
+                keep = search_keep_set(scorer.scores(), apt.state, apt.counter,
+                                       int(schedule.density_for(k) * apt.original_params))
+                update_soft_masks(apt.state, keep, schedule.alpha, binary=action == "binary")
+        torch.nn.utils.clip_grad_norm_(params, config.train.grad_clip)
+        optimizer.step()
+        lr_schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        done = step + 1
+        if p.enabled and schedule.is_pruning_step(done):
+            k = schedule.steps.index(done) + 1
+            with OptimizerSurgery(optimizer, apt, *( [transform] if transform else []),
+                                  mode="reset" if config.train.optimizer_reset else "carry"):
+                removed = apt.prune()
+                if transform is not None:
+                    transform.sync()
+                ranks = grow_ranks(apt, importance.scores(), schedule.budget_for(k), config.rank.strategy, max_rank,
+                                   generator)
+            params = [q for group in optimizer.param_groups for q in group["params"]]
+            importance.reset()
+            tqdm.write(f"[aptune] pruning step {k}/{schedule.num_prunings} at step {done}: density "
+                       f"{apt.num_params() / apt.original_params:.3f} (target {schedule.density_for(k):.3f}), removed "
+                       f"{removed}; rank growth -> tuning params {tuning_params(apt):,}")
+            log.write(event="prune", step=done, k=k, removed=removed, params=apt.num_params(),
+                      density=apt.num_params() / apt.original_params, ranks=ranks, kept=apt.state.kept_sizes())
+            if distill.enabled and not teacher_ready:
+                snapshot_teacher(apt)
+                teacher_ready = True
+                tqdm.write(f"[aptune] distillation starts at step {done} (teacher = snapshot of the adapters)")
+
+        step_time = time.perf_counter() - step_start
+        if done % config.train.log_every == 0 or done == steps:
+            log.write(step=done, loss=float(loss.detach()), lr=lr_schedule.get_last_lr()[0], mu=mu,
+                      params=apt.num_params(), density=apt.num_params() / apt.original_params,
+                      tuning_params=tuning_params(apt), step_time=step_time, peak_rss=_peak_rss_bytes(),
+                      wall=time.perf_counter() - start_time, **parts)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", density=f"{apt.num_params() / apt.original_params:.2f}")
+        if done % config.train.eval_every == 0 or done == steps:
+            apt.eval()
+            metrics = evaluate_task(apt.model, task, pad_id, batch_size=64)
+            apt.train()
+            score = metrics[task.primary_metric]
+            history.append({"step": done, "wall": time.perf_counter() - start_time, **metrics,
+                            "density": apt.num_params() / apt.original_params})
+            log.write(event="eval", step=done, wall=time.perf_counter() - start_time, **metrics)
+            tqdm.write(f"[aptune] step {done}: dev {task.primary_metric} {score:.4f}")
+            if score > best:
+                best = score
+                if distill.enabled and teacher_ready:
+                    snapshot_teacher(apt)  # the teacher follows the best model so far
+
+    train_time = time.perf_counter() - start_time
+    apt.eval()
+    export_dir = apt.export(out / "export", tokenizer=tokenizer)
+    after_prune = [h for h in history if h["step"] >= last_prune_step]
+    summary = {
+        "task": task.name, "primary_metric": task.primary_metric,
+        "final": history[-1], "best_after_pruning": max((h[task.primary_metric] for h in after_prune), default=None),
+        "params": apt.num_params(), "original_params": apt.original_params,
+        "density": apt.num_params() / apt.original_params, "train_time_s": train_time,
+        "peak_rss_bytes": _peak_rss_bytes(), "ranks": apt.ranks(), "export": str(export_dir),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,67 @@
+"""GLUE dev-set evaluation of a classifier, in the library and through ``aptune eval --task``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from aptune.cli import main
+from aptune.data import load_glue_task
+from aptune.eval.classification import evaluate_task, predict_task
+
+
+@pytest.fixture(autouse=True)
+def _no_env_data(monkeypatch):
+    monkeypatch.delenv("APTUNE_DATA", raising=False)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from aptune.models import load_tokenizer
+
+    return load_tokenizer("minilm")
+
+
+def _tiny_classifier(tokenizer, num_labels):
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=48, num_labels=num_labels)
+    return tf.BertForSequenceClassification(config).eval()
+
+
+def test_predictions_come_back_in_dataset_order(tokenizer):
+    model = _tiny_classifier(tokenizer, 2)
+    task = load_glue_task("mrpc", tokenizer, max_length=64, max_eval_samples=24, include_train=False)
+    logits, labels = predict_task(model, task.eval, tokenizer.pad_token_id, batch_size=5)
+    with torch.no_grad():
+        one = model(input_ids=torch.tensor([task.eval[7]["input_ids"]]),
+                    token_type_ids=torch.tensor([task.eval[7]["token_type_ids"]])).logits[0].numpy()
+    assert np.allclose(logits[7], one, atol=1e-5)
+    assert labels.tolist() == [example["labels"] for example in task.eval]
+    metrics = evaluate_task(model, task, pad_token_id=tokenizer.pad_token_id, batch_size=5)
+    assert set(metrics) == {"f1", "accuracy", "n"} and metrics["n"] == 24
+
+
+def test_head_size_mismatch_is_an_error(tokenizer):
+    task = load_glue_task("stsb", tokenizer, max_eval_samples=4, include_train=False)
+    with pytest.raises(ValueError, match="needs 1"):
+        evaluate_task(_tiny_classifier(tokenizer, 2), task)
+
+
+def test_cli_eval_on_a_glue_task(tokenizer, tmp_path, capsys):
+    folder = tmp_path / "model"
+    _tiny_classifier(tokenizer, 2).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    output = tmp_path / "rte.json"
+    code = main(["eval", "--model", str(folder), "--task", "RTE", "--max-samples", "16", "--output", str(output),
+                 "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "rte (dev): accuracy=" in printed and "n=16" in printed
+    result = json.loads(output.read_text())["results"][0]
+    assert result["task"] == "rte" and result["n"] == 16 and result["primary_metric"] == "accuracy"
