@@ -88,6 +88,7 @@ def test_acc_and_acc_norm_reduction():
     assert result["acc_norm"] == pytest.approx(2 / 3)  # q1 (-0.5/char vs -2/char) and q2
     assert result["n"] == 3 and result["chance"] == pytest.approx((0.5 + 0.5 + 1 / 3) / 3)
     assert result["acc_stderr"] == pytest.approx(np.std([0, 1, 0], ddof=1) / np.sqrt(3))
+    assert result["predicted_positions"] == [3, 0, 0]
 
 
 def test_fewshot_prompts_exclude_the_item_and_prefer_its_group():

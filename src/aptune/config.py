@@ -73,7 +73,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     eval_every: int = 100
     log_every: int = 10
-    checkpoint_every: int = 0  # 0: only at the end
+    checkpoint_every: int = 0  # 0: no periodic checkpoints
+    resume: bool = False  # continue from the latest checkpoint in output_dir/checkpoints
+    stop_after: int | None = None  # stop (as if crashed) after this step's checkpoint; for tests
     optimizer_reset: bool = False  # True reproduces the paper: AdamW moments dropped at every shape change
     seed: int = 42
     threads: int | None = None

@@ -319,13 +319,21 @@ def _stderr(correct: np.ndarray) -> float:
 
 
 def score_predictions(items: Sequence[MCItem], loglikelihoods: Sequence[Sequence[float]]) -> dict[str, Any]:
-    """acc, acc_norm, their standard errors, n and chance level from per-choice log-likelihoods."""
+    """acc, acc_norm, their standard errors, n and chance level from per-choice log-likelihoods.
+
+    Also ``predicted_positions``: how often each choice position (0 = first) wins under ``acc``; a
+    model that always picks the same position (small models scoring MMLU letters) shows at once.
+    """
     correct, correct_norm = [], []
+    positions: list[int] = []
     for item, scores in zip(items, loglikelihoods):
         scores = np.asarray(scores, dtype=np.float64)
         lengths = np.asarray([max(1, len(choice)) for choice in item.choices], dtype=np.float64)
-        correct.append(int(np.argmax(scores)) == item.answer)
+        predicted = int(np.argmax(scores))
+        positions.append(predicted)
+        correct.append(predicted == item.answer)
         correct_norm.append(int(np.argmax(scores / lengths)) == item.answer)
+    most_choices = max((len(item.choices) for item in items), default=0)
     correct_array = np.asarray(correct, dtype=np.float64)
     norm_array = np.asarray(correct_norm, dtype=np.float64)
     return {
@@ -335,6 +343,7 @@ def score_predictions(items: Sequence[MCItem], loglikelihoods: Sequence[Sequence
         "acc_norm_stderr": _stderr(norm_array),
         "n": len(items),
         "chance": float(np.mean([1.0 / len(item.choices) for item in items])) if items else float("nan"),
+        "predicted_positions": np.bincount(positions, minlength=most_choices).tolist(),
     }
 
 

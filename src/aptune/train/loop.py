@@ -7,7 +7,10 @@ moments over (``OptimizerSurgery``) so the LR schedule simply continues. Every a
 (design.md), never a branch here: no pruning = ``prune.enabled=false``, fixed ranks =
 ``rank.strategy=none``, no distillation = ``distill.enabled=false``, other salience = ``prune.salience=...``.
 
-Multi-process (DDP/FSDP through Accelerate) is not wired yet: this loop runs in one process.
+Several processes (``accelerate launch --num_processes N``): each process trains on its shard of the
+data; gradients and salience are averaged across processes after every backward, so every process makes
+the same mask, pruning and rank decisions and holds the same weights (data parallelism with an explicit
+all-reduce instead of a DDP wrapper, which would have to be rebuilt after every physical cut).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+import torch.distributed as dist
+from accelerate import PartialState
+
 from aptune.config import RunConfig
 from aptune.data import load_glue_task, make_dataloader, seed_everything
 from aptune.distill.self_distill import LayerTransform, distill_loss, mixed_loss, snapshot_teacher, teacher_mode
@@ -31,6 +37,7 @@ from aptune.models import load_model, load_tokenizer
 from aptune.salience import AdapterImportance, build_scorer
 from aptune.search import search_keep_set
 from aptune.search.schedule import PruningSchedule, update_soft_masks
+from aptune.train.checkpoint import latest_checkpoint, restore_structure, restore_training, save_checkpoint
 from aptune.tuning.optim_surgery import OptimizerSurgery
 from aptune.tuning.rank_allocator import grow_ranks, tuning_params
 
@@ -61,12 +68,33 @@ def _batches(loader):
         epoch += 1
 
 
+def _all_reduce_mean(tensors) -> None:
+    """Average tensors in place across processes (no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for tensor in tensors:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            tensor /= dist.get_world_size()
+
+
+def _sync_scores(tracker) -> None:
+    """Average a salience tracker's running scores across processes, so every process decides alike."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    tensors = {k: v.clone() for k, v in tracker.state_dict().items()}
+    _all_reduce_mean([v for k, v in tensors.items() if v.is_floating_point()])
+    tracker.load_state_dict(tensors)
+
+
 def train(config: RunConfig) -> dict:
     """Run one configured training; returns the summary (also written to ``summary.json``)."""
+    # one process, or one of several under `accelerate launch` (gloo on CPU-only machines, NCCL on GPUs)
+    proc = PartialState(cpu=not torch.cuda.is_available())
+    main = proc.is_main_process
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config.save(out / "config.yaml")
-    log = JsonlLog(out / "metrics.jsonl")
+    if main:
+        config.save(out / "config.yaml")
+    log = JsonlLog(out / "metrics.jsonl" if main else Path("/dev/null"))
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     seed_everything(config.train.seed)
@@ -76,14 +104,15 @@ def train(config: RunConfig) -> dict:
     task = load_glue_task(config.data.task, tokenizer, config.data.max_length, config.data.data_dir,
                           config.data.max_train_samples, config.data.max_eval_samples, seed=config.train.seed)
     pad_id = tokenizer.pad_token_id
-    loader = make_dataloader(task.train, config.train.batch_size, pad_id, shuffle=True, seed=config.train.seed,
+    shard = task.train[proc.process_index::proc.num_processes]
+    loader = make_dataloader(shard, config.train.batch_size, pad_id, shuffle=True, seed=config.train.seed,
                              group_by_length=True, drop_last=True)
     batches = _batches(loader)
     a = config.adapter
     apt = APTModel(load_model(config.model.name, head=config.model.head, num_labels=task.num_labels),
                    AdapterConfig(list(a.targets), a.rank, a.scaling, a.train_head, a.train_base), seed=config.train.seed)
     apt.train()
-    print(f"[aptune] {task.name}: {len(task.train)} train / {len(task.eval)} eval examples from {task.source}")
+    proc.print(f"[aptune] {task.name}: {len(task.train)} train / {len(task.eval)} eval examples from {task.source}")
 
     # ---- method components -----------------------------------------------------------------------
     steps = config.train.steps
@@ -94,11 +123,17 @@ def train(config: RunConfig) -> dict:
         warmup_steps=int(p.warmup_fraction * steps), tuning_initial=tuning_params(apt),
         tuning_ratio=config.rank.budget_ratio, decay_steps=max(1, int(1.0 / p.mask_lr)) + 2, alpha=p.mask_lr,
     )
-    (out / "schedule.json").write_text(json.dumps(schedule.to_dict(), indent=1))
+    if main:
+        (out / "schedule.json").write_text(json.dumps(schedule.to_dict(), indent=1))
     scorer = build_scorer(p.salience, **({"kurtosis": p.kurtosis} if p.salience == "apt" else {})).attach(apt)
     importance = AdapterImportance().attach(apt)
     distill = config.distill
     transform = LayerTransform(apt, rank=distill.transform_rank) if distill.enabled else None
+    checkpoints = out / "checkpoints"
+    resume_from = latest_checkpoint(checkpoints) if config.train.resume else None
+    if config.train.resume and resume_from is None:
+        proc.print(f"[aptune] no checkpoint in {checkpoints}; starting from scratch")
+    resumed = restore_structure(apt, transform, resume_from) if resume_from else None
     max_rank = int(config.rank.max_rank_ratio * max(1, a.rank))
     params = [q for q in apt.parameters() if q.requires_grad]
     if transform is not None:
@@ -110,14 +145,24 @@ def train(config: RunConfig) -> dict:
     generator = torch.Generator().manual_seed(config.train.seed)
 
     # ---- loop ------------------------------------------------------------------------------------
-    best, history, teacher_ready = -math.inf, [], False
+    best, history, teacher_ready, first_step, elapsed_before = -math.inf, [], False, 0, 0.0
+    if resumed is not None:
+        first_step, elapsed_before = resumed["step"], resumed["wall"]
+        for _ in range(first_step):  # the data order continues where it stopped (before the RNG is restored:
+            next(batches)  # starting a DataLoader iterator draws from torch's global RNG)
+        restore_training(resume_from, resumed, apt, transform, optimizer, lr_schedule, scorer, importance, generator)
+        params = [q for group in optimizer.param_groups for q in group["params"]]
+        best, history, teacher_ready = resumed["best"], resumed["history"], resumed["teacher_ready"]
+        proc.print(f"[aptune] resumed from {resume_from} at step {first_step}")
     last_prune_step = schedule.steps[-1] if schedule.steps and p.enabled else 0
-    start_time = time.perf_counter()
-    bar = tqdm(range(steps), desc="training", dynamic_ncols=True)
+    start_time = time.perf_counter() - elapsed_before
+    bar = tqdm(range(first_step, steps), desc="training", dynamic_ncols=True, disable=not main,
+               initial=first_step, total=steps)
     for step in bar:
         step_start = time.perf_counter()
         batch = next(batches)
-        collecting = p.enabled and schedule.start <= step < max(last_prune_step, schedule.start + 1)
+        # salience and adapter importance are collected from the first to the last pruning step
+        collecting = schedule.start <= step < (schedule.steps[-1] if schedule.steps else 0)
         mu = schedule.mu(step) if (distill.enabled and teacher_ready) else 0.0
 
         if mu > 0:
@@ -131,11 +176,16 @@ def train(config: RunConfig) -> dict:
                                         attention_mask=batch.get("attention_mask"))
             loss = mixed_loss(loss, dloss, mu)
         loss.backward()
+        _all_reduce_mean([q.grad for q in params if q.grad is not None])
 
         if collecting:
-            scorer.update()
-            importance.update()
-            action = schedule.mask_action(step)
+            if p.enabled:
+                scorer.update()
+                _sync_scores(scorer)
+            if config.rank.strategy == "salience":
+                importance.update()
+                _sync_scores(importance)
+            action = schedule.mask_action(step) if p.enabled else None
             if action is not None:
                 k = schedule.pruning_index(step + 1)
                 keep = search_keep_set(scorer.scores(), apt.state, apt.counter,
@@ -147,7 +197,7 @@ def train(config: RunConfig) -> dict:
         optimizer.zero_grad(set_to_none=True)
 
         done = step + 1
-        if p.enabled and schedule.is_pruning_step(done):
+        if schedule.is_pruning_step(done):  # cut what the masks removed (nothing without pruning), grow ranks
             k = schedule.steps.index(done) + 1
             with OptimizerSurgery(optimizer, apt, *( [transform] if transform else []),
                                   mode="reset" if config.train.optimizer_reset else "carry"):
@@ -157,16 +207,17 @@ def train(config: RunConfig) -> dict:
                 ranks = grow_ranks(apt, importance.scores(), schedule.budget_for(k), config.rank.strategy, max_rank,
                                    generator)
             params = [q for group in optimizer.param_groups for q in group["params"]]
+            scorer.reindex()  # follow the cut now, before the next step's observations arrive in the new shapes
             importance.reset()
-            tqdm.write(f"[aptune] pruning step {k}/{schedule.num_prunings} at step {done}: density "
+            proc.print(f"[aptune] pruning step {k}/{schedule.num_prunings} at step {done}: density "
                        f"{apt.num_params() / apt.original_params:.3f} (target {schedule.density_for(k):.3f}), removed "
                        f"{removed}; rank growth -> tuning params {tuning_params(apt):,}")
             log.write(event="prune", step=done, k=k, removed=removed, params=apt.num_params(),
                       density=apt.num_params() / apt.original_params, ranks=ranks, kept=apt.state.kept_sizes())
-            if distill.enabled and not teacher_ready:
+            if distill.enabled and p.enabled and not teacher_ready:
                 snapshot_teacher(apt)
                 teacher_ready = True
-                tqdm.write(f"[aptune] distillation starts at step {done} (teacher = snapshot of the adapters)")
+                proc.print(f"[aptune] distillation starts at step {done} (teacher = snapshot of the adapters)")
 
         step_time = time.perf_counter() - step_start
         if done % config.train.log_every == 0 or done == steps:
@@ -183,22 +234,36 @@ def train(config: RunConfig) -> dict:
             history.append({"step": done, "wall": time.perf_counter() - start_time, **metrics,
                             "density": apt.num_params() / apt.original_params})
             log.write(event="eval", step=done, wall=time.perf_counter() - start_time, **metrics)
-            tqdm.write(f"[aptune] step {done}: dev {task.primary_metric} {score:.4f}")
+            proc.print(f"[aptune] step {done}: dev {task.primary_metric} {score:.4f}")
             if score > best:
                 best = score
                 if distill.enabled and teacher_ready:
                     snapshot_teacher(apt)  # the teacher follows the best model so far
+        every = config.train.checkpoint_every
+        if (every and done % every == 0 and done < steps) or done == config.train.stop_after:
+            if main:
+                save_checkpoint(checkpoints, done, apt, transform, optimizer, lr_schedule, scorer, importance,
+                                generator, {"best": best, "history": history, "teacher_ready": teacher_ready,
+                                            "wall": time.perf_counter() - start_time})
+            proc.wait_for_everyone()
+            if done == config.train.stop_after:
+                proc.print(f"[aptune] stopping after step {done} as asked (train.stop_after)")
+                return {"stopped_at": done}
 
     train_time = time.perf_counter() - start_time
     apt.eval()
-    export_dir = apt.export(out / "export", tokenizer=tokenizer)
+    export_dir = apt.export(out / "export", tokenizer=tokenizer) if main else out / "export"
     after_prune = [h for h in history if h["step"] >= last_prune_step]
     summary = {
-        "task": task.name, "primary_metric": task.primary_metric,
+        "task": task.name, "primary_metric": task.primary_metric, "num_labels": task.num_labels,
         "final": history[-1], "best_after_pruning": max((h[task.primary_metric] for h in after_prune), default=None),
         "params": apt.num_params(), "original_params": apt.original_params,
         "density": apt.num_params() / apt.original_params, "train_time_s": train_time,
         "peak_rss_bytes": _peak_rss_bytes(), "ranks": apt.ranks(), "export": str(export_dir),
+        "history": history,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    summary["masks"] = apt.state.keep_masks()
+    if main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / f"masks.rank{proc.process_index}.json").write_text(json.dumps(summary["masks"]))
     return summary
