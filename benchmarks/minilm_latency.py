@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--round-to", type=int, default=8, help="kept FFN/hidden sizes rounded down to a multiple")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -37,7 +38,8 @@ def main() -> None:
     apt = APTModel(load_model("minilm", head="sequence-classification", num_labels=2), AdapterConfig(rank=0))
     scorer = build_scorer("magnitude").attach(apt)
     scorer.update()
-    keep = search_keep_set(scorer.scores(), apt.state, apt.counter, int(args.density * apt.original_params))
+    keep = search_keep_set(scorer.scores(), apt.state, apt.counter, int(args.density * apt.original_params),
+                           round_to=args.round_to)
     apt.state.set_masks(heads=keep.heads, ffn=keep.ffn, hidden=keep.hidden)
     with tempfile.TemporaryDirectory() as folder:
         apt.export(folder)

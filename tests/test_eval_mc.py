@@ -168,3 +168,17 @@ def test_real_smollm2_scores_an_arc_slice():
     assert result["n"] == 12
     assert 0.0 <= result["acc"] <= 1.0 and 0.0 <= result["acc_norm"] <= 1.0
     assert np.isfinite(result["acc_stderr"])
+
+
+def test_cli_combines_multiple_choice_tasks_and_rejects_mixing_with_glue(tiny_lm, tokenizer, tmp_path, capsys):
+    model_dir = _save_tiny_model(tiny_lm, tokenizer, tmp_path / "model")
+    output = tmp_path / "all.json"
+    code = main(["eval", "--model", str(model_dir), "--task", "arc-easy,mmlu", "--subjects", "anatomy",
+                 "--scoring", "both", "--max-samples", "4", "--output", str(output), "--no-progress"])
+    assert code == 0
+    results = json.loads(output.read_text())["results"]
+    assert [(r["task"], r["scoring"], r["split"]) for r in results] == [
+        ("arc_easy", "options", "dev"), ("mmlu:anatomy", "options", "val"), ("mmlu:anatomy", "letters", "val")]
+    assert "mmlu:anatomy (val, letters scoring, 0-shot): acc=" in capsys.readouterr().out
+    assert main(["eval", "--model", str(model_dir), "--task", "sciq,sst2"]) == 2
+    assert "only multiple-choice tasks" in capsys.readouterr().err

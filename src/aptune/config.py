@@ -52,6 +52,7 @@ class PruneConfig:
     end_fraction: float = 0.5  # the last pruning step, as a fraction of training
     warmup_fraction: float = 0.1  # density plateau after start, as a fraction of training
     mask_lr: float = 0.01  # soft mask step per training step
+    round_to: int = 1  # round kept FFN / hidden sizes down to a multiple of this (faster matmuls)
     before_tuning: bool = False  # one-shot pruning from calibration batches before any tuning
     calibration_batches: int = 16
 

@@ -26,7 +26,7 @@ from aptune.families import family_for
 from aptune.families.base import ModelFamily
 from aptune.structures.masks import MaskedNorm, MaskHooks, StructureState
 from aptune.structures.params import ParamCounter
-from aptune.structures.prune import prune_physically
+from aptune.structures.prune import prune_physically, set_submodule
 
 
 @dataclass
@@ -99,12 +99,12 @@ class APTModel(nn.Module):
             if isinstance(module, APTLinear):
                 continue
             rank = self.adapter_config.rank if path in targets else 0
-            _set_submodule(self.model, path, APTLinear(module, rank=rank, scaling=self.adapter_config.scaling))
+            set_submodule(self.model, path, APTLinear(module, rank=rank, scaling=self.adapter_config.scaling))
 
     def _wrap_norms(self) -> None:
         for path in self.family.hidden.norms + self.family.hidden.extra_norms:
             norm = self.model.get_submodule(path)
-            _set_submodule(self.model, path, MaskedNorm(norm, self.state, self.family.norm_kind))
+            set_submodule(self.model, path, MaskedNorm(norm, self.state, self.family.norm_kind))
 
     def set_trainable(self) -> None:
         """Adapters (and the task head / everything, as configured) train; the rest is frozen."""
@@ -155,13 +155,14 @@ class APTModel(nn.Module):
             clone = copy.deepcopy(self)
         finally:
             self.hooks.attach()
+        _drop_observer_hooks(clone.model)
         clone.prune()
         model = clone.model
         for name, module in list(model.named_modules()):
             if isinstance(module, APTLinear):
-                _set_submodule(model, name, module.merge())
+                set_submodule(model, name, module.merge())
             elif isinstance(module, MaskedNorm):
-                _set_submodule(model, name, module.unwrap())
+                set_submodule(model, name, module.unwrap())
         for tied_path, embedding_path in clone.family.tied_embeddings:
             model.get_submodule(tied_path).weight = model.get_submodule(embedding_path).weight
         model._aptune_record = structure_record(clone.family, clone.state, self.ranks(), clone.counter)
@@ -176,9 +177,15 @@ class APTModel(nn.Module):
         return save_export(self.merged_model(), directory, tokenizer=tokenizer)
 
 
-def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
-    parent_path, _, name = path.rpartition(".")
-    setattr(model.get_submodule(parent_path) if parent_path else model, name, module)
+def _drop_observer_hooks(model: nn.Module) -> None:
+    """Remove salience scorers' hooks from a copied model (they observe the training model, not its export)."""
+    for module in model.modules():
+        for hooks in (module._forward_hooks, module._forward_pre_hooks):
+            for key in [k for k, fn in hooks.items() if getattr(fn, "__module__", "").startswith("aptune.salience")]:
+                del hooks[key]
+                module._forward_hooks_with_kwargs.pop(key, None)
+                module._forward_pre_hooks_with_kwargs.pop(key, None)
+                module._forward_hooks_always_called.pop(key, None)
 
 
 def structure_record(family: ModelFamily, state: StructureState, ranks: dict[str, int], counter: ParamCounter) -> dict:

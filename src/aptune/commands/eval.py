@@ -5,6 +5,7 @@ Examples::
     aptune eval --model smollm2-135m --mc-file items.jsonl
     aptune eval --model smollm2-135m --task arc-easy --split dev
     aptune eval --model smollm2-135m --task mmlu --scoring both --subjects anatomy,astronomy
+    aptune eval --model smollm2-135m --task arc-easy,sciq,mmlu --scoring both   # one JSON for all
     aptune eval --model runs/sst2/export --task sst2
     aptune eval --model runs/alpaca/export --lm-eval arc_easy,hellaswag
 
@@ -32,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
                         help="short name (smollm2-135m, minilm), an aptune export or HF model folder, or a hub id")
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--task", help=f"a GLUE task (sst2, cola, mrpc, rte, stsb, qnli, mnli, qqp) or a "
-                                       f"multiple-choice task ({', '.join(MC_TASK_NAMES)})")
+    target.add_argument("--task", help=f"a GLUE task (sst2, cola, mrpc, rte, stsb, qnli, mnli, qqp), or one or "
+                                       f"more comma-separated multiple-choice tasks ({', '.join(MC_TASK_NAMES)})")
     target.add_argument("--mc-file", type=Path,
                         help='JSONL file, one {"question": str, "choices": [str, ...], "answer": int} per line')
     target.add_argument("--lm-eval", metavar="TASKS",
@@ -79,20 +80,23 @@ def _load(args, head: str):
     return model.to(_device(args.device)), tokenizer
 
 
+def _task_names(task: str) -> list[str]:
+    return [name.strip().lower().replace("_", "-") for name in task.split(",") if name.strip()]
+
+
 def _mc_datasets(args) -> list:
     from aptune.data.multiple_choice import load_mc_jsonl, load_mc_task
 
     if args.mc_file is not None:
         return [load_mc_jsonl(args.mc_file)]
     subjects = [s.strip() for s in args.subjects.split(",") if s.strip()] if args.subjects else None
-    scorings = ("options", "letters") if args.scoring == "both" else (args.scoring,)
-    if args.task.lower().replace("_", "-") != "mmlu":
-        scorings = ("options",)
-    return [
-        load_mc_task(args.task, args.split, args.data_dir, subjects=subjects, scoring=scoring,
-                     include_support=args.include_support, num_fewshot=args.num_fewshot)
-        for scoring in scorings
-    ]
+    datasets = []
+    for name in _task_names(args.task):
+        scorings = ("options", "letters") if args.scoring == "both" else (args.scoring,)
+        for scoring in scorings if name == "mmlu" else ("options",):
+            datasets.append(load_mc_task(name, args.split, args.data_dir, subjects=subjects, scoring=scoring,
+                                         include_support=args.include_support, num_fewshot=args.num_fewshot))
+    return datasets
 
 
 def _run_multiple_choice(args) -> list[dict[str, Any]]:
@@ -174,9 +178,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.mc_file is not None:
         results, target = _run_multiple_choice(args), args.mc_file.stem
     else:
-        name = args.task.lower().replace("_", "-")
-        if name in MC_TASK_NAMES:
-            results, target = _run_multiple_choice(args), name + (f"-{args.split}" if args.split else "")
+        names = _task_names(args.task)
+        if names and all(name in MC_TASK_NAMES for name in names):
+            results, target = _run_multiple_choice(args), "+".join(names) + (f"-{args.split}" if args.split else "")
+        elif len(names) > 1:
+            raise ValueError(f"only multiple-choice tasks ({', '.join(MC_TASK_NAMES)}) can be combined in --task")
         else:
             try:
                 glue_task_spec(args.task)

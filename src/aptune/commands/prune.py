@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of the prunable (non-embedding, non-head) parameters to keep, in (0, 1]")
     parser.add_argument("--score", default="magnitude", choices=["magnitude", "random"],
                         help="data-free block score (salience from data needs `aptune train`)")
+    parser.add_argument("--round-to", type=int, default=8,
+                        help="round kept FFN widths and hidden size down to a multiple of this (aligned matmuls)")
     parser.add_argument("--output", required=True, help="export folder")
     parser.add_argument("--batch-size", type=int, default=32, help="latency batch size")
     parser.add_argument("--seq-len", type=int, default=128, help="latency sequence length")
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     scorer = build_scorer(args.score, **({"seed": args.seed} if args.score == "random" else {})).attach(apt)
     scorer.update()
     budget = int(args.density * apt.original_params)
-    keep = search_keep_set(scorer.scores(), apt.state, apt.counter, budget)
+    keep = search_keep_set(scorer.scores(), apt.state, apt.counter, budget, round_to=args.round_to)
     apt.state.set_masks(heads=keep.heads, ffn=keep.ffn, hidden=keep.hidden)
     kept = apt.state.kept_sizes()
     print(f"kept {sum(kept['heads'].values())} of {sum(len(m) for m in apt.state.heads.values())} head groups, "

@@ -24,7 +24,8 @@ lose their beginning.
 
 Efficiency: the prompt is shared by all choices of an item, so it runs through the model once; its
 key/value cache is then copied to one row per choice and only the continuation tokens run again
-(``share_context=True``). Items are sorted by length so batches carry little padding. Models whose
+(``share_context=True``); continuations are grouped by length so that one long option does not pad
+the others. Items are sorted by length so batches carry little padding. Models whose
 forward returns no reusable cache fall back to scoring full sequences.
 
 k-shot prompts put the item's ``description``, then ``k`` solved examples (``context + " " + answer``,
@@ -35,6 +36,7 @@ e.g. MMLU subject, when possible) or else from the other items, drawn with a see
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import random
@@ -149,6 +151,21 @@ def _cache_argument(arguments: set[str]) -> str:
     return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
+def _select_rows(cache, rows: torch.Tensor):
+    """A cache holding the prompt keys/values of ``rows`` (repeats allowed), leaving ``cache`` intact.
+
+    ``reorder_cache`` replaces each layer's tensors by an indexed copy, so shallow copies of the layer
+    objects are enough to keep the original; caches without ``layers`` are deep-copied instead.
+    """
+    if hasattr(cache, "layers"):
+        selected = copy.copy(cache)
+        selected.layers = [copy.copy(layer) for layer in cache.layers]
+    else:
+        selected = copy.deepcopy(cache)
+    selected.reorder_cache(rows)
+    return selected
+
+
 def _model_max_length(model, tokenizer) -> int:
     limits = [DEFAULT_MAX_LENGTH]
     for value in (getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)):
@@ -212,6 +229,16 @@ class _Scorer:
             return None
         rows = [(row, choice) for row, item in enumerate(batch) for choice, cont in enumerate(item.continuations)
                 if len(cont) > 1]
+        # Continuations of similar length go together: one long option would otherwise pad every row.
+        rows.sort(key=lambda rc: -len(batch[rc[0]].continuations[rc[1]]))
+        chunk_size = len(batch)
+        for start in range(0, len(rows), chunk_size):
+            chunk = rows[start : start + chunk_size]
+            self._score_continuations(batch, chunk, cache, mask, scores)
+        return scores
+
+    def _score_continuations(self, batch, rows, cache, mask, scores) -> None:
+        """Add the log-probabilities of continuation tokens 2.. of ``rows`` given the cached prompts."""
         # Feed every continuation token but the last; the prediction of token t+1 comes from token t.
         feeds = [batch[row].continuations[choice][:-1] for row, choice in rows]
         width = max(len(feed) for feed in feeds)
@@ -221,7 +248,6 @@ class _Scorer:
             feed_ids[index, : len(feed)] = torch.tensor(feed, dtype=torch.long)
             feed_mask[index, : len(feed)] = 1
         owners = torch.tensor([row for row, _ in rows], dtype=torch.long, device=self.device)
-        cache.reorder_cache(owners)  # one copy of the prompt's keys/values per scored continuation
         context_lengths = mask.sum(dim=1)[owners]
         feed_positions = context_lengths[:, None] + torch.arange(width, device=self.device)[None, :]
         outputs = self._call(
@@ -229,14 +255,13 @@ class _Scorer:
             attention_mask=torch.cat([mask[owners], feed_mask.to(self.device)], dim=1),
             position_ids=feed_positions,
             use_cache=True,
-            **{self.cache_argument: cache},
+            **{self.cache_argument: _select_rows(cache, owners)},
         )
         logprobs = F.log_softmax(outputs.logits.float(), dim=-1)
         for index, (row, choice) in enumerate(rows):
             targets = torch.tensor(batch[row].continuations[choice][1:], dtype=torch.long, device=self.device)
             taken = logprobs[index, : targets.numel()].gather(-1, targets[:, None]).sum()
             scores[row][choice] += float(taken)
-        return scores
 
     def _score_full(self, batch: Sequence[_Encoded]) -> list[list[float]]:
         sequences, owners = [], []

@@ -72,6 +72,11 @@ class ModelFamily:
     # default adapter placement (roles), as in the paper/official code for this family
     default_adapter_roles: tuple[str, ...] = ("q", "v")
     norm_kind: str = "layernorm"  # or "rms"
+    # Where APT salience observes the hidden dimensions (apt_method.md §C): "stream" = the residual stream
+    # itself, i.e. the outputs of the hidden-size norms (post-LN encoders: the inputs of every attention and
+    # FFN block and the encoder output, as the official BERT/RoBERTa scorer); "writers" = the o and down
+    # outputs entering the stream (the official T5/LLaMA scorer).
+    hidden_salience_sites: str = "writers"
 
     def __init__(self, model: nn.Module):
         self.model = model

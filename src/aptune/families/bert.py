@@ -13,6 +13,7 @@ class BertFamily(ModelFamily):
     model_types = ("bert", "roberta", "xlm-roberta", "camembert")
     default_adapter_roles = ("q", "v", "up")  # official APT: query, value and FFN up-projection
     norm_kind = "layernorm"
+    hidden_salience_sites = "stream"
 
     def describe(self) -> None:
         p = self.prefix

@@ -10,7 +10,9 @@ weight-sized buffer. Observed activations, one forward hook per o and down proje
 * heads: the o-projection *input* (per-head context, after the head mask), summed over the
   ``group_size·head_dim`` channels of each KV group;
 * neurons: the down-projection input (the FFN activations);
-* hidden dimensions: the o and down *outputs* (what enters the residual stream), summed over all sites.
+* hidden dimensions: the o and down *outputs* (what enters the residual stream), summed over all sites,
+  or, for families whose ``hidden_salience_sites`` is "stream" (post-LN encoders), the outputs of every
+  hidden-size norm, i.e. the residual stream itself, as the official BERT/RoBERTa scorer does.
 
 With a channel mask m ≥ 0 between the observed tensor and the rest of the network, (Σ|m·a|)(Σ|g|) equals
 (Σ|a|)(Σ|m·g|), so it does not matter whether the hook sees a tensor before or after a mask.
@@ -73,7 +75,7 @@ class APTSalience(Salience):
             return self
         model = apt_model.model
         if self.exclude_padding:
-            self._handles.append(model.register_forward_pre_hook(self._capture_masks, with_kwargs=True))
+            self._handles.append(model.register_forward_pre_hook(_call(self._capture_masks), with_kwargs=True))
         for site in self.family.attention_sites:
             o = model.get_submodule(site.o)
             # prepend: see the projection's own output, before the hidden-mask hook rescales it
@@ -83,7 +85,24 @@ class APTSalience(Salience):
             down = model.get_submodule(site.down)
             hook = self._observer(("ffn", site.name), site.stack)
             self._handles.append(down.register_forward_hook(hook, prepend=True))
+        if self.family.hidden_salience_sites == "stream":
+            for path in self.family.hidden.norms + self.family.hidden.extra_norms:
+                norm = model.get_submodule(path)
+                self._handles.append(norm.register_forward_hook(self._stream_observer(path)))
         return self
+
+    def _stream_observer(self, path: str):
+        def hook(module, args, output):
+            if torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output.is_floating_point():
+                if not output.requires_grad and output.grad_fn is None:
+                    # the embedding norm sits above every trainable weight: ask autograd for its gradient too
+                    output.requires_grad_(True)
+                mask = token_mask_for(self._masks, "", output)
+                act = masked_flat(output, mask).abs().sum(0)
+                output.register_hook(self._committer(("stream", path), "out", act, mask))
+            return None
+
+        return hook
 
     def detach(self) -> None:
         for handle in self._handles:
@@ -142,6 +161,7 @@ class APTSalience(Salience):
             return None
         pending, self._pending = self._pending, {}
         state, model = self.state, self.apt.model
+        stream = self.family.hidden_salience_sites == "stream"
         out = {"heads": {}, "ffn": {}, "hidden": torch.zeros(len(state.hidden))}
         for site in self.family.attention_sites:
             groups = len(state.heads[site.name])
@@ -157,7 +177,8 @@ class APTSalience(Salience):
                         score += outlier_term(per_group, 1).float().cpu()
                         out["hidden"] += _hidden_outliers(contrib, len(state.hidden))
             out["heads"][site.name] = score
-            out["hidden"] += _hidden_score(pending.get(f"heads/{site.name}/out"), len(state.hidden))
+            if not stream:
+                out["hidden"] += _hidden_score(pending.get(f"heads/{site.name}/out"), len(state.hidden))
         for site in self.family.ffn_sites:
             neurons = len(state.ffn[site.name])
             score = torch.zeros(neurons)
@@ -170,7 +191,11 @@ class APTSalience(Salience):
                         score += outlier_term(contrib, 0).float().cpu()  # column j over the outputs
                         out["hidden"] += _hidden_outliers(contrib, len(state.hidden))
             out["ffn"][site.name] = score
-            out["hidden"] += _hidden_score(pending.get(f"ffn/{site.name}/out"), len(state.hidden))
+            if not stream:
+                out["hidden"] += _hidden_score(pending.get(f"ffn/{site.name}/out"), len(state.hidden))
+        if stream:
+            for path in self.family.hidden.norms + self.family.hidden.extra_norms:
+                out["hidden"] += _hidden_score(pending.get(f"stream/{path}/out"), len(state.hidden))
         return out
 
 
@@ -205,3 +230,12 @@ def _hidden_outliers(contrib: torch.Tensor, size: int) -> torch.Tensor:
     if contrib.shape[0] != size:
         return torch.zeros(size)
     return outlier_term(contrib, 1).float().cpu()
+
+
+def _call(method):
+    """A plain function calling ``method``: a bound method as a hook would drag the whole scorer into any
+    ``copy.deepcopy`` of the model (e.g. the export's), a function is shared instead."""
+    def hook(*args, **kwargs):
+        return method(*args, **kwargs)
+
+    return hook

@@ -49,7 +49,7 @@ class WeightGradientSalience(Salience):
             return self
         model = apt_model.model
         if self.exclude_padding:
-            self._handles.append(model.register_forward_pre_hook(self._capture_masks, with_kwargs=True))
+            self._handles.append(model.register_forward_pre_hook(_call(self._capture_masks), with_kwargs=True))
         stacks = {p: s.stack for s in self.family.attention_sites for p in s.linears}
         stacks.update({p: s.stack for s in self.family.ffn_sites for p in (*s.inputs, s.down)})
         for path in site_linears(self.family):
@@ -222,3 +222,12 @@ class RandomSalience(Salience):
             "ffn": {n: table["ffn"][n][i] for n, i in state.ffn_index.items()},
             "hidden": table["hidden"][state.hidden_index],
         }
+
+
+def _call(method):
+    """A plain function calling ``method``: a bound method as a hook would drag the whole scorer into any
+    ``copy.deepcopy`` of the model (e.g. the export's), a function is shared instead."""
+    def hook(*args, **kwargs):
+        return method(*args, **kwargs)
+
+    return hook

@@ -35,7 +35,8 @@ def _linear(model: nn.Module, path: str) -> APTLinear:
     return module
 
 
-def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+def set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+    """Replace the module at ``path`` (dotted) with ``module``."""
     parent_path, _, name = path.rpartition(".")
     setattr(model.get_submodule(parent_path) if parent_path else model, name, module)
 
@@ -65,7 +66,7 @@ def prune_physically(family: ModelFamily, state: StructureState) -> dict:
         state.heads[site.name] = torch.ones(len(keep))
         attention = model.get_submodule(site.module)
         if len(keep) == 0:
-            _set_submodule(model, site.module, empty_attention(site.empty_kind, attention))
+            set_submodule(model, site.module, empty_attention(site.empty_kind, attention))
         elif site.empty_kind == "t5":
             install_t5_bias_slicing(attention, state.head_index[site.name])
     for site in family.ffn_sites:

@@ -126,6 +126,8 @@ def train(config: RunConfig) -> dict:
     if main:
         (out / "schedule.json").write_text(json.dumps(schedule.to_dict(), indent=1))
     scorer = build_scorer(p.salience, **({"kurtosis": p.kurtosis} if p.salience == "apt" else {})).attach(apt)
+    if not p.enabled:
+        scorer.detach()  # no pruning: its hooks would only cost time (its empty state still checkpoints)
     importance = AdapterImportance().attach(apt)
     distill = config.distill
     transform = LayerTransform(apt, rank=distill.transform_rank) if distill.enabled else None
@@ -146,6 +148,7 @@ def train(config: RunConfig) -> dict:
 
     # ---- loop ------------------------------------------------------------------------------------
     best, history, teacher_ready, first_step, elapsed_before = -math.inf, [], False, 0, 0.0
+    pruning_accuracy = None
     if resumed is not None:
         first_step, elapsed_before = resumed["step"], resumed["wall"]
         for _ in range(first_step):  # the data order continues where it stopped (before the RNG is restored:
@@ -153,6 +156,7 @@ def train(config: RunConfig) -> dict:
         restore_training(resume_from, resumed, apt, transform, optimizer, lr_schedule, scorer, importance, generator)
         params = [q for group in optimizer.param_groups for q in group["params"]]
         best, history, teacher_ready = resumed["best"], resumed["history"], resumed["teacher_ready"]
+        pruning_accuracy = resumed.get("pruning_accuracy")
         proc.print(f"[aptune] resumed from {resume_from} at step {first_step}")
     last_prune_step = schedule.steps[-1] if schedule.steps and p.enabled else 0
     start_time = time.perf_counter() - elapsed_before
@@ -163,7 +167,10 @@ def train(config: RunConfig) -> dict:
         batch = next(batches)
         # salience and adapter importance are collected from the first to the last pruning step
         collecting = schedule.start <= step < (schedule.steps[-1] if schedule.steps else 0)
-        mu = schedule.mu(step) if (distill.enabled and teacher_ready) else 0.0
+        # self-distillation while pruning (μ rising 0→1 over the window); after the target density is reached
+        # the model recovers on the task loss alone, as the official code does after its distillation phase
+        distilling = distill.enabled and teacher_ready and step < last_prune_step
+        mu = schedule.mu(step) if distilling else 0.0
 
         if mu > 0:
             with torch.no_grad(), teacher_mode(apt, masks=distill.teacher_masks):
@@ -189,7 +196,7 @@ def train(config: RunConfig) -> dict:
             if action is not None:
                 k = schedule.pruning_index(step + 1)
                 keep = search_keep_set(scorer.scores(), apt.state, apt.counter,
-                                       int(schedule.density_for(k) * apt.original_params))
+                                       int(schedule.density_for(k) * apt.original_params), round_to=p.round_to)
                 update_soft_masks(apt.state, keep, schedule.alpha, binary=action == "binary")
         torch.nn.utils.clip_grad_norm_(params, config.train.grad_clip)
         optimizer.step()
@@ -214,6 +221,13 @@ def train(config: RunConfig) -> dict:
                        f"{removed}; rank growth -> tuning params {tuning_params(apt):,}")
             log.write(event="prune", step=done, k=k, removed=removed, params=apt.num_params(),
                       density=apt.num_params() / apt.original_params, ranks=ranks, kept=apt.state.kept_sizes())
+            if p.enabled and k == schedule.num_prunings:
+                # "pruning accuracy": the dev metric at the target density, before any recovery training
+                apt.eval()
+                at_target = evaluate_task(apt.model, task, pad_id, batch_size=64)
+                apt.train()
+                log.write(event="eval_at_target", step=done, wall=time.perf_counter() - start_time, **at_target)
+                pruning_accuracy = at_target[task.primary_metric]
             if distill.enabled and p.enabled and not teacher_ready:
                 snapshot_teacher(apt)
                 teacher_ready = True
@@ -244,6 +258,7 @@ def train(config: RunConfig) -> dict:
             if main:
                 save_checkpoint(checkpoints, done, apt, transform, optimizer, lr_schedule, scorer, importance,
                                 generator, {"best": best, "history": history, "teacher_ready": teacher_ready,
+                                            "pruning_accuracy": pruning_accuracy,
                                             "wall": time.perf_counter() - start_time})
             proc.wait_for_everyone()
             if done == config.train.stop_after:
@@ -260,7 +275,7 @@ def train(config: RunConfig) -> dict:
         "params": apt.num_params(), "original_params": apt.original_params,
         "density": apt.num_params() / apt.original_params, "train_time_s": train_time,
         "peak_rss_bytes": _peak_rss_bytes(), "ranks": apt.ranks(), "export": str(export_dir),
-        "history": history,
+        "history": history, "pruning_accuracy": pruning_accuracy,
     }
     summary["masks"] = apt.state.keep_masks()
     if main:

@@ -1,0 +1,163 @@
+"""Inference cost of one exported model, measured in a process of its own (so memory is the model's own).
+
+    python -m aptune.ablation.inference EXPORT_DIR --out inference.json --batch-sizes 32,128 --seq-len 128 \
+        --warmup 3 --repeats 10 --threads 2
+
+Protocol (the report states it):
+
+* the exported, merged, physically pruned model, reloaded from disk with ``aptune.models.load_model``, in
+  eval mode and float32, under ``torch.inference_mode``; synthetic batches of random token ids, no padding
+  (``aptune.bench.latency``);
+* per batch size: ``warmup`` untimed passes, then ``repeats`` timed ones; latency = median (and p90) of the
+  timed passes, throughput = batch size / median;
+* peak memory, CPU: the process's resident-set high-water mark (``VmHWM``) is reset (``5`` written to
+  ``/proc/self/clear_refs``) after loading the model and returning freed heap to the system
+  (``malloc_trim``); peak activation memory = ``VmHWM`` after the passes − ``VmRSS`` before them. CUDA:
+  ``max_memory_allocated`` over the timed passes − memory allocated by the weights. Peak inference memory =
+  weight bytes + peak activation memory, so that CPU and GPU numbers mean the same thing;
+* parameter count of the loaded model; size on disk of the export folder (and of its weight files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+
+def _proc_status_bytes(field: str) -> int | None:
+    """A ``/proc/self/status`` memory field (reported in kB) in bytes; None where there is no procfs."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the resident-set high-water mark (Linux ≥ 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _malloc_trim() -> None:
+    # Freed heap that glibc keeps would count as "before" memory and hide the next pass's peak.
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _disk_bytes(folder: Path) -> tuple[int, int]:
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    weights = [p for p in files if p.suffix in (".safetensors", ".bin", ".pt", ".gguf")]
+    return sum(p.stat().st_size for p in files), sum(p.stat().st_size for p in weights)
+
+
+def measure_export(path: str | Path, batch_sizes: list[int], seq_len: int = 128, warmup: int = 3, repeats: int = 10,
+                   threads: int | None = None, head: str = "sequence-classification", device: str = "auto") -> dict:
+    """Latency, throughput and peak memory of an exported model at each batch size.
+
+    Args:
+        path: export folder (Hugging Face format, as written by ``aptune train``).
+        batch_sizes: batch sizes to time, each with ``seq_len`` tokens per sequence.
+        warmup: untimed passes before the timed ones (per batch size).
+        repeats: timed passes (per batch size).
+        threads: torch intra-op threads (None: torch's default).
+        head: the model head to load.
+        device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
+
+    Returns:
+        ``inference_info`` of the result schema: settings, params, sizes and ``by_batch[str(b)]`` with
+        median_s, p90_s, throughput, peak_memory_bytes, peak_activation_bytes.
+    """
+    import torch
+
+    from aptune.bench.latency import measure_latency
+    from aptune.models import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    path = Path(path)
+    model = load_model(str(path), head=head).eval().to(device)
+    params = sum(p.numel() for p in model.parameters())
+    weights_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    disk_total, disk_weights = _disk_bytes(path)
+    info = {
+        "device": device, "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "threads": torch.get_num_threads(), "seq_len": seq_len, "warmup": warmup, "repeats": repeats,
+        "params": params, "weights_bytes": weights_bytes, "disk_bytes": disk_total, "disk_weights_bytes": disk_weights,
+        "memory_method": None, "by_batch": {},
+    }
+    # One small untimed pass first: thread pools, kernels and lazy buffers are set up on the first forward,
+    # and that one-time memory must not be charged to the first measured batch size.
+    measure_latency(model, 1, min(8, seq_len), warmup=0, repeats=1)
+    for batch_size in batch_sizes:
+        if device == "cuda":
+            torch.cuda.empty_cache()
+            weights_now = torch.cuda.memory_allocated()
+            result = measure_latency(model, batch_size, seq_len, warmup=warmup, repeats=repeats)
+            activation = max(0, (result.peak_memory_bytes or weights_now) - weights_now)
+            info["memory_method"] = "cuda max_memory_allocated over the timed passes - weights"
+            extra = {}
+        else:
+            _malloc_trim()
+            before = _proc_status_bytes("VmRSS")
+            reset = _reset_peak_rss()
+            result = measure_latency(model, batch_size, seq_len, warmup=warmup, repeats=repeats)
+            peak = _proc_status_bytes("VmHWM")
+            activation = max(0, peak - before) if (peak is not None and before is not None) else None
+            info["memory_method"] = ("VmHWM (reset via /proc/self/clear_refs) - VmRSS before the passes" if reset else
+                                     "VmHWM since process start (no reset possible) - VmRSS before the passes")
+            extra = {"rss_before_bytes": before, "peak_rss_bytes": peak}
+        info["by_batch"][str(batch_size)] = {
+            "batch_size": batch_size, "median_s": result.median_s, "p90_s": result.p90_s,
+            "throughput": result.throughput, "repeats": result.repeats, "peak_activation_bytes": activation,
+            "peak_memory_bytes": None if activation is None else weights_bytes + activation, **extra,
+        }
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    info["platform"] = platform.platform()
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aptune.ablation.inference", description=__doc__.splitlines()[0])
+    parser.add_argument("export", help="export folder")
+    parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--batch-sizes", default="32,128", help="comma-separated batch sizes")
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--head", default="sequence-classification")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no per-file loading bars in the run's log
+    info = measure_export(args.export, [int(b) for b in args.batch_sizes.split(",") if b], args.seq_len, args.warmup,
+                          args.repeats, args.threads, args.head, args.device)
+    Path(args.out).write_text(json.dumps(info, indent=1))
+    for b, r in info["by_batch"].items():
+        mem = r["peak_memory_bytes"]
+        print(f"batch {b}, seq {args.seq_len}: median {r['median_s'] * 1e3:.1f} ms, p90 {r['p90_s'] * 1e3:.1f} ms, "
+              f"{r['throughput']:.1f} seq/s, peak memory {'n/a' if mem is None else f'{mem / 2**20:.1f} MiB'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""Run an ablation plan: every variant × task × seed in its own process, one result JSON per run.
+
+For each run (``aptune.ablation.plan.RunSpec``) the runner
+
+1. writes ``runs/<run_id>/run.yaml``: the plan's base config (``base:``) plus the run's override tree;
+2. trains it with ``python -m aptune train --no-latency --config run.yaml output_dir=runs/<run_id>/train`` in
+   a subprocess, so that the peak RSS the loop records is this run's alone (design.md: "peak RSS of the
+   run's own process on a CPU, so each run gets its own process");
+3. measures the exported, merged model in fresh subprocesses (``aptune.ablation.inference``, one per batch
+   size), so that inference memory is mixed neither with what training left behind nor with another batch;
+4. writes ``results/<run_id>.json`` in the PEFT method-comparison layout: ``run_info``, ``train_info``,
+   ``inference_info``, ``eval_info``, ``meta_info``.
+
+A run whose result says ``status: ok`` and whose requested overrides are unchanged is skipped on a re-run;
+a failed run (non-zero exit, time-out) is recorded with the tail of its log and the plan goes on. Numbers
+relative to other runs (time-to-accuracy, Jaccard overlaps, deltas) are computed by ``aptune report``,
+never stored here as the only value.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from aptune.ablation.plan import Plan, RunSpec
+
+SCHEMA_VERSION = 1
+_METRIC_ABBREV = {"accuracy": "acc", "pearson": "pearson", "spearman": "spearman", "f1": "f1", "mcc": "mcc"}
+
+
+# ------------------------------------------------------------------------------------------- metadata
+def _git_sha(folder: Path) -> tuple[str, bool | None]:
+    """The commit of the checkout ``folder`` lies in and whether it has uncommitted changes."""
+    try:
+        sha = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        if sha.returncode != 0:
+            return "unknown", None
+        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip(), bool(dirty.stdout.strip()) if dirty.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown", None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _gpu_names() -> list[str]:
+    # nvidia-smi rather than torch: the runner itself never imports torch (it only orchestrates)
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20)
+        return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+
+
+def meta_info() -> dict:
+    """Versions, commit and machine: what a reader needs to reproduce or discount a number."""
+    import aptune
+
+    sha, dirty = _git_sha(Path(aptune.__file__).resolve().parent)
+    return {
+        "aptune_git_sha": sha, "aptune_git_dirty": dirty,
+        "versions": {"aptune": aptune.__version__, "torch": _version("torch"),
+                     "transformers": _version("transformers"), "accelerate": _version("accelerate")},
+        "python": platform.python_version(), "platform": platform.platform(), "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(), "gpus": _gpu_names(),
+    }
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    # write-then-rename: an interrupted runner never leaves a half-written result that looks finished
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def log_tail(path: Path, lines: int = 40, chars: int = 6000) -> str:
+    """The last lines of a subprocess log, with progress-bar redraws (``\\r``) collapsed."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    kept = [line.split("\r")[-1].rstrip() for line in text.split("\n")]
+    # drop blank lines and the caret underlines of Python tracebacks: more of the traceback fits
+    kept = [line for line in kept if line.strip(" ^~")]
+    return "\n".join(kept[-lines:])[-chars:]
+
+
+def _jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+class _Failed(Exception):
+    def __init__(self, phase: str, error: str, returncode: int | None = None):
+        super().__init__(error)
+        self.phase, self.error, self.returncode = phase, error, returncode
+
+
+def _run_logged(command: list[str], log: Path, timeout: float | None, env: dict, phase: str) -> None:
+    """Run ``command`` with stdout and stderr into ``log``; raise ``_Failed`` with the log's tail on failure."""
+    with log.open("w") as f:
+        try:
+            proc = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise _Failed(phase, f"timed out after {timeout:.0f} s\n{log_tail(log)}") from None
+    if proc.returncode != 0:
+        raise _Failed(phase, log_tail(log) or f"exit status {proc.returncode}", proc.returncode)
+
+
+# ------------------------------------------------------------------------------------------- one run
+def _result_skeleton(spec: RunSpec, plan: Plan, run_dir: Path, meta: dict) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_info": {
+            "name": spec.run_id, "variant": spec.variant.name, "task": spec.task, "seed": spec.seed,
+            **{k: v for k, v in spec.variant.as_dict().items() if k != "name"},
+            "plan_index": list(plan.variants).index(spec.variant.name),  # the report keeps the plan's order
+            "plan": str(plan.path), "profile": plan.profile, "request": spec.overrides, "config": None,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "status": "running",
+            "error": None, "failed_phase": None, "returncode": None, "command": None, "inference_command": None,
+            "total_time": None, "run_dir": str(run_dir),
+        },
+        "train_info": None, "inference_info": None, "eval_info": None, "meta_info": meta,
+    }
+
+
+def _train_info(summary: dict, records: list[dict], wall: float) -> dict:
+    events = [r for r in records if r.get("event") in ("prune", "eval_at_target")]
+    steps = [{k: r.get(k) for k in ("step", "loss", "lr", "mu", "params", "density", "tuning_params", "step_time",
+                                    "peak_rss", "wall")} for r in records if "event" not in r]
+    return {
+        "train_time_s": summary["train_time_s"],  # the training loop's wall time (evaluations included)
+        "process_time_s": wall,  # the whole `aptune train` process: start-up, loading, export too
+        "peak_rss_bytes": summary["peak_rss_bytes"],
+        "peak_memory_kind": "cpu peak RSS of the training process",
+        "time_to_accuracy": None, "steps_to_accuracy": None,  # relative to full_finetune: computed by the report
+        "curve": summary["history"], "steps": steps, "events": events,
+        "pruning_accuracy": summary.get("pruning_accuracy"), "masks": summary.get("masks"),
+        "ranks": summary.get("ranks"), "params": summary["params"], "original_params": summary["original_params"],
+        "density": summary["density"],
+    }
+
+
+def run_one(spec: RunSpec, plan: Plan, run_dir: Path, meta: dict) -> dict:
+    """Train, export and time one run; return its result (status ``ok`` or ``failed``), never raise for it."""
+    start = time.perf_counter()
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # metrics.jsonl is appended to: a stale one would mix two runs
+    run_dir.mkdir(parents=True)
+    result = _result_skeleton(spec, plan, run_dir, {**meta, "threads": {"train": None, "inference": None}})
+    info = result["run_info"]
+    run_yaml = run_dir / "run.yaml"
+    request = dict(spec.overrides)
+    if plan.base is not None:
+        request = {"base": str(plan.base), **request}
+    run_yaml.write_text(f"# {spec.run_id}: {spec.variant.what or spec.variant.name}\n"
+                        + yaml.safe_dump(request, sort_keys=False))
+    train_dir = run_dir / "train"
+    command = [sys.executable, "-m", "aptune", "train", "--no-latency", "--config", str(run_yaml),
+               f"output_dir={train_dir}"]
+    info["command"] = shlex.join(command)
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error")
+    threads = (spec.overrides.get("train") or {}).get("threads")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)  # also caps native libraries that do not ask torch
+    try:
+        t0 = time.perf_counter()
+        _run_logged(command, run_dir / "train.log", plan.timeout_s, env, "train")
+        train_wall = time.perf_counter() - t0
+        summary = _read_json(train_dir / "summary.json")
+        if summary is None:
+            raise _Failed("train", f"no summary.json in {train_dir}\n{log_tail(run_dir / 'train.log')}")
+        info["config"] = yaml.safe_load((train_dir / "config.yaml").read_text())
+        result["meta_info"]["threads"]["train"] = info["config"]["train"]["threads"]
+        result["train_info"] = _train_info(summary, _jsonl(train_dir / "metrics.jsonl"), train_wall)
+        metric = summary["primary_metric"]
+        result["eval_info"] = {
+            "task": summary["task"], "primary_metric": metric,
+            "metrics": [k for k in summary["final"] if k not in ("step", "wall", "n", "density")],
+            "final": summary["final"], "best_after_pruning": summary["best_after_pruning"],
+            "n_dev": summary["final"].get("n"),
+        }
+
+        # one fresh process per batch size: memory a larger batch leaves in the heap would otherwise hide
+        # part of the next batch's peak (VmHWM − VmRSS before the passes)
+        inf = plan.inference
+        info["inference_command"] = []
+        inference_info = None
+        for batch_size in inf.batch_sizes:
+            out_json = run_dir / f"inference_b{batch_size}.json"
+            inf_command = [sys.executable, "-m", "aptune.ablation.inference", summary["export"], "--out",
+                           str(out_json), "--batch-sizes", str(batch_size), "--seq-len", str(inf.seq_len),
+                           "--warmup", str(inf.warmup), "--repeats", str(inf.repeats),
+                           "--head", info["config"]["model"]["head"]]
+            inf_env = dict(env)
+            if inf.threads:
+                inf_command += ["--threads", str(inf.threads)]
+                inf_env["OMP_NUM_THREADS"] = str(inf.threads)
+            info["inference_command"].append(shlex.join(inf_command))
+            _run_logged(inf_command, run_dir / f"inference_b{batch_size}.log", plan.timeout_s, inf_env, "inference")
+            measured = _read_json(out_json)
+            if inference_info is None:
+                inference_info = measured
+            else:
+                inference_info["by_batch"].update(measured["by_batch"])
+        inference_info["process_per_batch_size"] = True
+        result["inference_info"] = inference_info
+        result["meta_info"]["threads"]["inference"] = inference_info["threads"]
+        info["status"] = "ok"
+    except _Failed as failure:
+        info.update(status="failed", error=failure.error, failed_phase=failure.phase, returncode=failure.returncode)
+    except Exception:  # noqa: BLE001  an unreadable output must cost one run, not the rest of the plan
+        info.update(status="failed", error=traceback.format_exc(limit=5), failed_phase="collect")
+    info["total_time"] = time.perf_counter() - start
+    return result
+
+
+def _progress(result: dict) -> str:
+    info = result["run_info"]
+    if info["status"] != "ok":
+        last = (info["error"] or "").strip().splitlines()[-1:] or [""]
+        return f"FAILED in {info['failed_phase']} ({last[0][:120]}), {_minutes(info['total_time'] or 0)}"
+    ev = result["eval_info"]
+    metric = ev["primary_metric"]
+    return f"ok, {_METRIC_ABBREV.get(metric, metric)} {ev['final'][metric]:.3f}, {_minutes(info['total_time'])}"
+
+
+# ------------------------------------------------------------------------------------------- the plan
+def run_plan(plan: Plan, runs_dir: str | Path, only: list[str] | None = None,
+             echo: Callable[..., None] = print) -> list[dict]:
+    """Run (or skip, when finished) every run of ``plan``; return all their results.
+
+    Args:
+        plan: a loaded plan (``load_plan``).
+        runs_dir: where ``runs/<run_id>/`` and ``results/<run_id>.json`` go.
+        only: variant names to run (all when None).
+        echo: progress printer (one line per run).
+    """
+    runs_dir = Path(runs_dir)
+    (runs_dir / "results").mkdir(parents=True, exist_ok=True)
+    specs = plan.expand(only)
+    meta = None
+    results = []
+    for i, spec in enumerate(specs, 1):
+        prefix = f"[{i}/{len(specs)}] {spec.variant.name} {spec.task} seed {spec.seed}:"
+        path = runs_dir / "results" / f"{spec.run_id}.json"
+        previous = _read_json(path)
+        if previous and previous["run_info"]["status"] == "ok" and previous["run_info"]["request"] == spec.overrides:
+            echo(f"{prefix} skipped (finished earlier: {_progress(previous)})", flush=True)
+            results.append(previous)
+            continue
+        if meta is None:
+            meta = meta_info()
+        echo(f"{prefix} running ... ", end="", flush=True)
+        result = run_one(spec, plan, runs_dir / "runs" / spec.run_id, meta)
+        _write_json(path, result)
+        echo(_progress(result), flush=True)
+        results.append(result)
+    ok = sum(r["run_info"]["status"] == "ok" for r in results)
+    echo(f"{ok} of {len(results)} runs finished; results in {runs_dir / 'results'}")
+    return results

@@ -1,0 +1,68 @@
+"""``aptune ablate PLAN [--profile quick] [--runs-dir DIR] [--only name,...]``: run an ablation plan.
+
+Every run (variant × task × seed) trains in its own process and its exported model is timed in others;
+one result JSON per run lands in ``RUNS_DIR/results``. When the command is run again, finished runs whose
+overrides are unchanged are skipped (delete ``results/<run>.json`` to redo one, e.g. after editing the base
+config), failed ones are retried. ``aptune report RUNS_DIR`` turns the results into tables and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "ablate"
+HELP = "run an ablation plan (variants x tasks x seeds), one process and one result JSON per run"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("plan", help="plan YAML (e.g. configs/ablations/apt_plan.yaml)")
+    parser.add_argument("--profile", default=None, help="profile of the plan (default: the plan's default_profile)")
+    parser.add_argument("--runs-dir", default=None,
+                        help="where runs and results go (default: runs/ablations/<plan>-<profile>)")
+    parser.add_argument("--only", default=None, help="comma-separated run names to do (default: all)")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and their overrides, run nothing")
+
+
+def run(args: argparse.Namespace) -> int:
+    from aptune.ablation.plan import load_plan
+    from aptune.ablation.runner import run_plan
+
+    plan = load_plan(args.plan, args.profile)
+    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
+    runs_dir = Path(args.runs_dir or Path("runs") / "ablations" / f"{plan.name}-{plan.profile}")
+    specs = plan.expand(only)
+    variants = len(only) if only else len(plan.variants)
+    print(f"plan {plan.path} (profile {plan.profile}): {len(specs)} runs = {variants} variants x {len(plan.tasks)} "
+          f"tasks x {len(plan.seeds)} seeds -> {runs_dir}")
+    if args.dry_run:
+        return _dry_run(plan, specs)
+    results = run_plan(plan, runs_dir, only)
+    failed = [r["run_info"]["name"] for r in results if r["run_info"]["status"] != "ok"]
+    if failed:
+        print(f"failed runs (see their result JSON and run logs): {', '.join(failed)}")
+    print(f"report: aptune report {runs_dir}")
+    return 1 if failed else 0
+
+
+def _dry_run(plan, specs) -> int:
+    """Print every run's overrides and check that its config loads (what `aptune train` would read first)."""
+    import tempfile
+
+    import yaml
+
+    from aptune.config import load_config
+
+    bad = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in specs:
+            path = Path(tmp) / f"{spec.run_id}.yaml"
+            path.write_text(yaml.safe_dump({**({"base": str(plan.base)} if plan.base else {}), **spec.overrides}))
+            try:
+                load_config(path)
+                verdict = "config ok"
+            except (ValueError, FileNotFoundError) as err:
+                verdict, bad = f"config INVALID: {err}", bad + 1
+            overrides = yaml.safe_dump(spec.overrides, sort_keys=False, default_flow_style=None).rstrip()
+            print(f"- {spec.run_id} ({verdict})\n    " + overrides.replace("\n", "\n    "))
+    return 1 if bad else 0
