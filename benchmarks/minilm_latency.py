@@ -47,7 +47,7 @@ def main() -> None:
     dense = load_model("minilm", head="sequence-classification", num_labels=2)
     results = compare_latency({"dense": dense, "pruned": pruned}, args.batch_size, args.seq_len, repeats=args.repeats)
     d, p = results["dense"], results["pruned"]
-    print(f"# MiniLM CPU latency, batch {args.batch_size}, seq {args.seq_len}, {args.repeats} interleaved passes, "
+    print(f"MiniLM CPU latency, batch {args.batch_size}, seq {args.seq_len}, {args.repeats} interleaved passes, "
           f"{args.threads} threads, torch {torch.__version__}, {platform.processor() or platform.machine()}")
     print(f"prunable-parameter density of the export: {keep.params / apt.original_params:.3f} "
           f"({keep.params:,} of {apt.original_params:,}); all parameters {p.params:,} vs {d.params:,}")

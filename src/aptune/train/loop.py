@@ -216,9 +216,13 @@ def train(config: RunConfig) -> dict:
             params = [q for group in optimizer.param_groups for q in group["params"]]
             scorer.reindex()  # follow the cut now, before the next step's observations arrive in the new shapes
             importance.reset()
-            proc.print(f"[aptune] pruning step {k}/{schedule.num_prunings} at step {done}: density "
-                       f"{apt.num_params() / apt.original_params:.3f} (target {schedule.density_for(k):.3f}), removed "
-                       f"{removed}; rank growth -> tuning params {tuning_params(apt):,}")
+            if p.enabled:
+                proc.print(f"[aptune] pruning step {k}/{schedule.num_prunings} at step {done}: density "
+                           f"{apt.num_params() / apt.original_params:.3f} (target {schedule.density_for(k):.3f}), "
+                           f"removed {removed}; rank growth -> tuning params {tuning_params(apt):,}")
+            elif config.rank.strategy != "none":
+                proc.print(f"[aptune] rank-growth step {k}/{schedule.num_prunings} at step {done}: tuning params "
+                           f"{tuning_params(apt):,}")
             log.write(event="prune", step=done, k=k, removed=removed, params=apt.num_params(),
                       density=apt.num_params() / apt.original_params, ranks=ranks, kept=apt.state.kept_sizes())
             if p.enabled and k == schedule.num_prunings:
