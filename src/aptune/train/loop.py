@@ -16,7 +16,6 @@ all-reduce instead of a DDP wrapper, which would have to be rebuilt after every 
 from __future__ import annotations
 
 import json
-import math
 import resource
 import time
 from pathlib import Path
@@ -29,15 +28,15 @@ import torch.distributed as dist
 from accelerate import PartialState
 
 from aptune.config import RunConfig
-from aptune.data import load_glue_task, make_dataloader, seed_everything
+from aptune.data import make_dataloader, seed_everything
 from aptune.distill.self_distill import LayerTransform, distill_loss, mixed_loss, snapshot_teacher, teacher_mode
-from aptune.eval.classification import evaluate_task
 from aptune.model import AdapterConfig, APTModel
 from aptune.models import load_model, load_tokenizer
 from aptune.salience import AdapterImportance, build_scorer
 from aptune.search import search_keep_set
 from aptune.search.schedule import PruningSchedule, update_soft_masks
 from aptune.train.checkpoint import latest_checkpoint, restore_structure, restore_training, save_checkpoint
+from aptune.train.tasks import load_train_task
 from aptune.tuning.optim_surgery import OptimizerSurgery
 from aptune.tuning.rank_allocator import grow_ranks, tuning_params
 
@@ -101,8 +100,7 @@ def train(config: RunConfig) -> dict:
 
     # ---- data and model --------------------------------------------------------------------------
     tokenizer = load_tokenizer(config.model.name)
-    task = load_glue_task(config.data.task, tokenizer, config.data.max_length, config.data.data_dir,
-                          config.data.max_train_samples, config.data.max_eval_samples, seed=config.train.seed)
+    task = load_train_task(config, tokenizer)
     pad_id = tokenizer.pad_token_id
     shard = task.train[proc.process_index::proc.num_processes]
     loader = make_dataloader(shard, config.train.batch_size, pad_id, shuffle=True, seed=config.train.seed,
@@ -147,7 +145,7 @@ def train(config: RunConfig) -> dict:
     generator = torch.Generator().manual_seed(config.train.seed)
 
     # ---- loop ------------------------------------------------------------------------------------
-    best, history, teacher_ready, first_step, elapsed_before = -math.inf, [], False, 0, 0.0
+    best, history, teacher_ready, first_step, elapsed_before = None, [], False, 0, 0.0
     pruning_accuracy = None
     if resumed is not None:
         first_step, elapsed_before = resumed["step"], resumed["wall"]
@@ -228,7 +226,7 @@ def train(config: RunConfig) -> dict:
             if p.enabled and k == schedule.num_prunings:
                 # "pruning accuracy": the dev metric at the target density, before any recovery training
                 apt.eval()
-                at_target = evaluate_task(apt.model, task, pad_id, batch_size=64)
+                at_target = task.evaluate(apt.model)
                 apt.train()
                 log.write(event="eval_at_target", step=done, wall=time.perf_counter() - start_time, **at_target)
                 pruning_accuracy = at_target[task.primary_metric]
@@ -246,14 +244,14 @@ def train(config: RunConfig) -> dict:
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", density=f"{apt.num_params() / apt.original_params:.2f}")
         if done % config.train.eval_every == 0 or done == steps:
             apt.eval()
-            metrics = evaluate_task(apt.model, task, pad_id, batch_size=64)
+            metrics = task.evaluate(apt.model)
             apt.train()
             score = metrics[task.primary_metric]
             history.append({"step": done, "wall": time.perf_counter() - start_time, **metrics,
                             "density": apt.num_params() / apt.original_params})
             log.write(event="eval", step=done, wall=time.perf_counter() - start_time, **metrics)
             proc.print(f"[aptune] step {done}: dev {task.primary_metric} {score:.4f}")
-            if score > best:
+            if task.better(score, best):
                 best = score
                 if distill.enabled and teacher_ready:
                     snapshot_teacher(apt)  # the teacher follows the best model so far
@@ -275,7 +273,9 @@ def train(config: RunConfig) -> dict:
     after_prune = [h for h in history if h["step"] >= last_prune_step]
     summary = {
         "task": task.name, "primary_metric": task.primary_metric, "num_labels": task.num_labels,
-        "final": history[-1], "best_after_pruning": max((h[task.primary_metric] for h in after_prune), default=None),
+        "final": history[-1], "higher_is_better": task.higher_is_better,
+        "best_after_pruning": (max if task.higher_is_better else min)(
+            (h[task.primary_metric] for h in after_prune), default=None),
         "params": apt.num_params(), "original_params": apt.original_params,
         "density": apt.num_params() / apt.original_params, "train_time_s": train_time,
         "peak_rss_bytes": _peak_rss_bytes(), "ranks": apt.ranks(), "export": str(export_dir),

@@ -1,0 +1,42 @@
+"""The training loop on instruction data: a tiny random LLaMA (GQA, tied embeddings) with SmolLM2's tokenizer
+and chat template, trained on the Alpaca-format set with response-only labels, pruned to 70% while tuning,
+and exported; the export reloads with plain transformers and generates what the in-memory model generates."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+import transformers as tf
+from helpers import reload_in_new_process
+
+from aptune.config import load_config
+from aptune.models import load_model, load_tokenizer
+from aptune.train import train
+
+
+def test_tiny_llama_instruction_run_prunes_and_exports(tmp_path):
+    tokenizer = load_tokenizer("smollm2-135m")
+    config = tf.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, head_dim=8, intermediate_size=64, max_position_embeddings=128,
+                            tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    base = tmp_path / "tiny-llama"
+    tf.LlamaForCausalLM(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    run = tmp_path / "run"
+    summary = train(load_config("configs/smollm2/alpaca.yaml", [
+        f"output_dir={run}", f"model.name={base}", "data.max_length=64", "data.max_train_samples=64",
+        "data.max_eval_samples=16", "train.steps=16", "train.eval_every=8", "train.log_every=4", "prune.start_step=2",
+        "prune.num_steps=2", "prune.end_fraction=0.75", "prune.mask_lr=0.5", "train.threads=1",
+    ]))
+    assert summary["primary_metric"] == "eval_loss" and not summary["higher_is_better"]
+    assert summary["final"]["perplexity"] > 1 and 0.6 < summary["density"] <= 0.7
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert sum(e.get("event") == "prune" for e in events) == 2
+    inputs = dict(tokenizer(["Give three tips for staying healthy."], return_tensors="pt"))
+    exported = load_model(summary["export"], head="causal-lm")
+    with torch.no_grad():
+        expected = exported.generate(**inputs, max_new_tokens=8, do_sample=False)
+    reloaded = reload_in_new_process(run / "export", "AutoModelForCausalLM", inputs, tmp_path, mode="generate")
+    assert torch.equal(reloaded["result"], expected)
