@@ -156,5 +156,5 @@ def test_density_outside_unit_interval_is_rejected(capsys, tmp_path):
     for density in ("0", "1.5", "-0.2"):
         assert main(["prune", "--density", density, "--output", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err
-        assert f"density must lie in (0, 1]" in err and density.lstrip("-") in err
+        assert "density must lie in (0, 1]" in err and density.lstrip("-") in err
     assert not (tmp_path / "x").exists()

@@ -15,7 +15,7 @@ from aptune.models import load_model, load_tokenizer
 from aptune.train import train
 
 
-def test_tiny_llama_instruction_run_prunes_and_exports(tmp_path):
+def _tiny_llama(tmp_path):
     tokenizer = load_tokenizer("smollm2-135m")
     config = tf.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                             num_key_value_heads=2, head_dim=8, intermediate_size=64, max_position_embeddings=128,
@@ -24,12 +24,19 @@ def test_tiny_llama_instruction_run_prunes_and_exports(tmp_path):
     base = tmp_path / "tiny-llama"
     tf.LlamaForCausalLM(config).save_pretrained(base)
     tokenizer.save_pretrained(base)
+    return base, tokenizer
+
+
+TINY = ["data.max_length=64", "data.max_train_samples=64", "data.max_eval_samples=16", "train.steps=16",
+        "train.eval_every=8", "train.log_every=4", "prune.start_step=2", "prune.num_steps=2", "prune.end_fraction=0.75",
+        "prune.mask_lr=0.5", "train.threads=1"]
+
+
+def test_tiny_llama_instruction_run_prunes_and_exports(tmp_path):
+    base, tokenizer = _tiny_llama(tmp_path)
     run = tmp_path / "run"
-    summary = train(load_config("configs/smollm2/alpaca.yaml", [
-        f"output_dir={run}", f"model.name={base}", "data.max_length=64", "data.max_train_samples=64",
-        "data.max_eval_samples=16", "train.steps=16", "train.eval_every=8", "train.log_every=4", "prune.start_step=2",
-        "prune.num_steps=2", "prune.end_fraction=0.75", "prune.mask_lr=0.5", "train.threads=1",
-    ]))
+    summary = train(load_config("configs/smollm2/alpaca.yaml", [f"output_dir={run}", f"model.name={base}", *TINY,
+                                                               "prune.before_tuning=false"]))
     assert summary["primary_metric"] == "eval_loss" and not summary["higher_is_better"]
     assert summary["final"]["perplexity"] > 1 and 0.6 < summary["density"] <= 0.7
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -40,3 +47,19 @@ def test_tiny_llama_instruction_run_prunes_and_exports(tmp_path):
         expected = exported.generate(**inputs, max_new_tokens=8, do_sample=False)
     reloaded = reload_in_new_process(run / "export", "AutoModelForCausalLM", inputs, tmp_path, mode="generate")
     assert torch.equal(reloaded["result"], expected)
+
+
+def test_pruning_before_tuning_cuts_once_from_calibration_batches_then_only_grows_ranks(tmp_path):
+    base, _ = _tiny_llama(tmp_path)
+    run = tmp_path / "run"
+    summary = train(load_config("configs/smollm2/alpaca.yaml", [
+        f"output_dir={run}", f"model.name={base}", *TINY, "prune.before_tuning=true", "prune.calibration_batches=3"]))
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    first = next(e for e in events if e.get("event") == "prune_before_tuning")
+    assert 0.6 < first["density"] <= 0.7 and sum(first["removed"].values()) > 0
+    steps = [e for e in events if "loss" in e]
+    assert all(abs(e["density"] - first["density"]) < 1e-9 for e in steps)  # no further pruning while tuning
+    growth = [e for e in events if e.get("event") == "prune"]
+    assert len(growth) == 2 and all(sum(e["removed"].values()) == 0 for e in growth)
+    assert max(growth[-1]["ranks"].values()) > 8  # the adapters still grew
+    assert summary["density"] == first["density"]

@@ -21,11 +21,9 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
-
 import torch.distributed as dist
 from accelerate import PartialState
+from tqdm.auto import tqdm
 
 from aptune.config import RunConfig
 from aptune.data import make_dataloader, seed_everything
@@ -84,6 +82,25 @@ def _sync_scores(tracker) -> None:
     tracker.load_state_dict(tensors)
 
 
+def _prune_before_tuning(apt, scorer, loader, p, proc) -> dict:
+    """One cut to the target density before any tuning (apt_method.md §D, the paper's large-model setting):
+    salience from ``p.calibration_batches`` training batches (forward and backward, no optimizer step), then
+    the budget search and a physical cut."""
+    for _, batch in zip(range(p.calibration_batches), loader):
+        apt(**batch).loss.backward()
+        scorer.update()
+        _sync_scores(scorer)
+    apt.zero_grad(set_to_none=True)
+    keep = search_keep_set(scorer.scores(), apt.state, apt.counter, int(p.density * apt.original_params),
+                           round_to=p.round_to)
+    apt.state.set_masks(heads=keep.heads, ffn=keep.ffn, hidden=keep.hidden)
+    removed = apt.prune()
+    scorer.reindex()
+    proc.print(f"[aptune] pruned before tuning from {p.calibration_batches} calibration batches: density "
+               f"{apt.num_params() / apt.original_params:.3f}, removed {removed}")
+    return removed
+
+
 def train(config: RunConfig) -> dict:
     """Run one configured training; returns the summary (also written to ``summary.json``)."""
     # one process, or one of several under `accelerate launch` (gloo on CPU-only machines, NCCL on GPUs)
@@ -118,6 +135,8 @@ def train(config: RunConfig) -> dict:
     schedule = PruningSchedule.build(
         total_steps=steps, start=min(p.start_step, steps - 1), end=max(int(p.end_fraction * steps), p.start_step + 1),
         num_prunings=p.num_steps, target_density=p.density if p.enabled else 1.0,
+        # pruned once before tuning: the schedule then only carries the rank-growth steps
+        start_density=p.density if (p.enabled and p.before_tuning) else 1.0,
         warmup_steps=int(p.warmup_fraction * steps), tuning_initial=tuning_params(apt),
         tuning_ratio=config.rank.budget_ratio, decay_steps=max(1, int(1.0 / p.mask_lr)) + 2, alpha=p.mask_lr,
     )
@@ -134,6 +153,14 @@ def train(config: RunConfig) -> dict:
     if config.train.resume and resume_from is None:
         proc.print(f"[aptune] no checkpoint in {checkpoints}; starting from scratch")
     resumed = restore_structure(apt, transform, resume_from) if resume_from else None
+    if p.enabled and p.before_tuning and resumed is None:
+        calibration = make_dataloader(shard, config.train.batch_size, pad_id, shuffle=True,
+                                      seed=config.train.seed + 1, group_by_length=True, drop_last=True)
+        removed = _prune_before_tuning(apt, scorer, calibration, p, proc)
+        if transform is not None:
+            transform.sync()
+        log.write(event="prune_before_tuning", step=0, removed=removed, params=apt.num_params(),
+                  density=apt.num_params() / apt.original_params, kept=apt.state.kept_sizes())
     max_rank = int(config.rank.max_rank_ratio * max(1, a.rank))
     params = [q for q in apt.parameters() if q.requires_grad]
     if transform is not None:
@@ -204,7 +231,7 @@ def train(config: RunConfig) -> dict:
         done = step + 1
         if schedule.is_pruning_step(done):  # cut what the masks removed (nothing without pruning), grow ranks
             k = schedule.steps.index(done) + 1
-            with OptimizerSurgery(optimizer, apt, *( [transform] if transform else []),
+            with OptimizerSurgery(optimizer, apt, *([transform] if transform else []),
                                   mode="reset" if config.train.optimizer_reset else "carry"):
                 removed = apt.prune()
                 if transform is not None:
