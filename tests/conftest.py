@@ -91,3 +91,20 @@ def model_output(model, inputs):
 @pytest.fixture
 def tmp_export(tmp_path):
     return tmp_path / "export"
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    """A tiny random BERT classifier saved with MiniLM's tokenizer, loadable by path."""
+    import transformers as tf
+
+    from aptune.models import load_tokenizer
+
+    tokenizer = load_tokenizer("minilm")
+    config = tf.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    torch.manual_seed(0)
+    base = tmp_path_factory.mktemp("tiny") / "tiny-bert"
+    tf.BertForSequenceClassification(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    return base

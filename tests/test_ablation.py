@@ -10,33 +10,17 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-import transformers as tf
 import yaml
 
 from aptune.ablation.plan import load_plan, nest
 from aptune.ablation.report import Metric, Stat, delta, mask_overlap, time_to_score
 from aptune.cli import main
-from aptune.models import load_tokenizer
 
 # the style of test_train_loop.TINY_RUN, as a plan profile's overrides
 TINY = {"data.max_length": 32, "data.max_train_samples": 256, "data.max_eval_samples": 64, "train.steps": 24,
         "train.batch_size": 8, "train.eval_every": 6, "train.log_every": 4, "prune.density": 0.5,
         "prune.start_step": 4, "prune.num_steps": 3, "prune.end_fraction": 0.75, "prune.warmup_fraction": 0,
         "prune.mask_lr": 0.5, "train.lr": 1e-3, "train.threads": 1}
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory):
-    """A tiny random BERT classifier saved with MiniLM's tokenizer, loadable by path (as in test_train_loop)."""
-    tokenizer = load_tokenizer("minilm")
-    config = tf.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                           intermediate_size=64, max_position_embeddings=64, num_labels=2)
-    torch.manual_seed(0)
-    base = tmp_path_factory.mktemp("tiny") / "tiny-bert"
-    tf.BertForSequenceClassification(config).save_pretrained(base)
-    tokenizer.save_pretrained(base)
-    return base
 
 
 def _write_plan(tmp_path, tiny_base):

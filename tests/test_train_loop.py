@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
-import transformers as tf
 from helpers import reload_in_new_process
 from safetensors.torch import load_file
 
@@ -18,19 +16,6 @@ TINY_RUN = ["data.task=sst2", "data.max_length=32", "data.max_train_samples=256"
             "train.steps=24", "train.batch_size=8", "train.eval_every=12", "train.log_every=4", "prune.density=0.5",
             "prune.start_step=4", "prune.num_steps=3", "prune.end_fraction=0.75", "prune.warmup_fraction=0",
             "prune.mask_lr=0.5", "train.lr=1e-3", "train.threads=1"]
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory):
-    """A tiny random BERT classifier saved with MiniLM's tokenizer, loadable by path."""
-    tokenizer = load_tokenizer("minilm")
-    config = tf.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                           intermediate_size=64, max_position_embeddings=64, num_labels=2)
-    torch.manual_seed(0)
-    base = tmp_path_factory.mktemp("tiny") / "tiny-bert"
-    tf.BertForSequenceClassification(config).save_pretrained(base)
-    tokenizer.save_pretrained(base)
-    return base
 
 
 def test_tiny_apt_run_reaches_target_density_and_exports(tiny_base, tmp_path):

@@ -26,7 +26,8 @@ from aptune.families import family_for
 from aptune.families.base import ModelFamily
 from aptune.structures.masks import MaskedNorm, MaskHooks, StructureState
 from aptune.structures.params import ParamCounter
-from aptune.structures.prune import prune_physically, set_submodule
+from aptune.export.modeling_aptune import set_submodule
+from aptune.structures.prune import prune_physically
 
 
 @dataclass
@@ -206,16 +207,9 @@ def structure_record(family: ModelFamily, state: StructureState, ranks: dict[str
     for site in family.attention_sites:
         if len(state.heads[site.name]) == 0:
             record["empty_attention"][site.module] = site.empty_kind
-        elif site.empty_kind == "t5" and len(state.head_index[site.name]) < _original_groups(family, site):
+        elif site.empty_kind == "t5" and len(state.heads[site.name]) < state.original_sizes["heads"][site.name]:
             record["t5_kept_heads"][site.module] = state.head_index[site.name].tolist()
     record["kept"] = state.keep_masks()
     record["ranks"] = ranks
     record["params"] = counter.count_sizes(state.sizes())
     return record
-
-
-def _original_groups(family: ModelFamily, site) -> int:
-    config = family.config
-    if family.name == "t5":
-        return config.num_heads
-    return getattr(config, "num_key_value_heads", None) or config.num_attention_heads

@@ -146,7 +146,8 @@ def _empty_param(like: torch.Tensor, *shape: int) -> nn.Parameter:
     return nn.Parameter(torch.empty(*shape, dtype=like.dtype, device=like.device), requires_grad=like.requires_grad)
 
 
-def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+def set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+    """Replace the module at the dotted ``path`` with ``module``."""
     parent_path, _, name = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, name, module)
@@ -186,7 +187,7 @@ def apply_structure(model: nn.Module, record: dict) -> None:
     for path, kind in record.get("empty_attention", {}).items():
         target = _local_path(model, path)
         if target is not None:
-            _set_submodule(model, target, empty_attention(kind, model.get_submodule(target)))
+            set_submodule(model, target, empty_attention(kind, model.get_submodule(target)))
     if getattr(model.config, "tie_word_embeddings", False) and hasattr(model, "get_output_embeddings"):
         output, inputs = model.get_output_embeddings(), model.get_input_embeddings()
         if output is not None and inputs is not None:

@@ -15,6 +15,7 @@ Everything else in aptune speaks in (site, index).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -64,7 +65,7 @@ class HiddenStream:
     writers: list[str] = field(default_factory=list)  # linears whose output is d_m (o, down)
 
 
-class ModelFamily:
+class ModelFamily(ABC):
     """Base class: a family inspects a stock ``transformers`` model and lists its sites."""
 
     name: str = ""
@@ -88,10 +89,10 @@ class ModelFamily:
         self.task_head: list[str] = []  # modules trained with the adapters (classifier, pooler, score)
         self.describe()
 
-    # -- to implement -------------------------------------------------------------------------------
+    # -- what each family file implements -----------------------------------------------------------
+    @abstractmethod
     def describe(self) -> None:
-        """Fill ``attention_sites``, ``ffn_sites``, ``hidden`` and ``tied_embeddings``."""
-        raise NotImplementedError
+        """Fill ``attention_sites``, ``ffn_sites``, ``hidden``, ``tied_embeddings`` and ``task_head``."""
 
     def role_paths(self) -> dict[str, list[str]]:
         """Linear paths by role (q, k, v, o, up, gate, down): where adapters may go."""

@@ -15,6 +15,8 @@ vector is index-selected to the survivors").
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import nn
 
@@ -116,7 +118,7 @@ def zero_scores(state: StructureState) -> dict:
 # --------------------------------------------------------------------------------------- interface
 
 
-class Salience:
+class Salience(ABC):
     """Base class of the structure scorers.
 
     Life cycle (the trainer calls, in this order, every training step while collecting)::
@@ -172,9 +174,9 @@ class Salience:
         self.steps += 1
         return True
 
+    @abstractmethod
     def step_scores(self) -> dict | None:
-        """This step's raw scores Ŝ (current shapes), or None; subclasses implement."""
-        raise NotImplementedError
+        """This step's raw scores Ŝ (current shapes), or None when nothing was observed."""
 
     def scores(self) -> dict:
         """Block scores in the current physical shapes (copies; safe to modify)."""

@@ -45,6 +45,7 @@ class StructureState:
         self.hidden_index = torch.arange(family.hidden_size)
         self.group_size = {site.name: site.group_size for site in family.attention_sites}
         self.head_dim = {site.name: site.head_dim for site in family.attention_sites}
+        self.original_sizes = self.sizes()  # the pretrained model's sizes, for records of what was cut
 
     # ------------------------------------------------------------------------------------ queries
     def sizes(self) -> dict:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from aptune.adapters.layer import APTLinear
-from aptune.export.modeling_aptune import empty_attention, install_t5_bias_slicing
+from aptune.export.modeling_aptune import empty_attention, install_t5_bias_slicing, set_submodule
 from aptune.families.base import ModelFamily
 from aptune.structures.masks import MaskedNorm, StructureState
 
@@ -33,12 +33,6 @@ def _linear(model: nn.Module, path: str) -> APTLinear:
     if not isinstance(module, APTLinear):
         raise TypeError(f"{path} is {type(module).__name__}; wrap the model with aptune first (APTModel)")
     return module
-
-
-def set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
-    """Replace the module at ``path`` (dotted) with ``module``."""
-    parent_path, _, name = path.rpartition(".")
-    setattr(model.get_submodule(parent_path) if parent_path else model, name, module)
 
 
 def _channels(groups: torch.Tensor, width: int) -> torch.Tensor:
