@@ -22,3 +22,21 @@ def reload_in_new_process(export_dir: Path, auto_class: str, inputs: dict, tmp_p
     )
     assert proc.returncode == 0, f"reload failed:\n{proc.stderr[-3000:]}"
     return torch.load(output_path, weights_only=True)
+
+
+def tiny_llama_dir(tmp_path: Path):
+    """A tiny random LLaMA (GQA: 4 query heads over 2 KV groups, tied embeddings) with SmolLM2's tokenizer and
+    chat template, saved as a model folder; returns (folder, tokenizer)."""
+    import transformers as tf
+
+    from aptune.models import load_tokenizer
+
+    tokenizer = load_tokenizer("smollm2-135m")
+    config = tf.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, head_dim=8, intermediate_size=64, max_position_embeddings=128,
+                            tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    base = tmp_path / "tiny-llama"
+    tf.LlamaForCausalLM(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    return base, tokenizer

@@ -7,24 +7,11 @@ from __future__ import annotations
 import json
 
 import torch
-import transformers as tf
-from helpers import reload_in_new_process
+from helpers import reload_in_new_process, tiny_llama_dir
 
 from aptune.config import load_config
-from aptune.models import load_model, load_tokenizer
+from aptune.models import load_model
 from aptune.train import train
-
-
-def _tiny_llama(tmp_path):
-    tokenizer = load_tokenizer("smollm2-135m")
-    config = tf.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                            num_key_value_heads=2, head_dim=8, intermediate_size=64, max_position_embeddings=128,
-                            tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    base = tmp_path / "tiny-llama"
-    tf.LlamaForCausalLM(config).save_pretrained(base)
-    tokenizer.save_pretrained(base)
-    return base, tokenizer
 
 
 TINY = ["data.max_length=64", "data.max_train_samples=64", "data.max_eval_samples=16", "train.steps=16",
@@ -33,7 +20,7 @@ TINY = ["data.max_length=64", "data.max_train_samples=64", "data.max_eval_sample
 
 
 def test_tiny_llama_instruction_run_prunes_and_exports(tmp_path):
-    base, tokenizer = _tiny_llama(tmp_path)
+    base, tokenizer = tiny_llama_dir(tmp_path)
     run = tmp_path / "run"
     summary = train(load_config("configs/smollm2/alpaca.yaml", [f"output_dir={run}", f"model.name={base}", *TINY,
                                                                "prune.before_tuning=false"]))
@@ -50,7 +37,7 @@ def test_tiny_llama_instruction_run_prunes_and_exports(tmp_path):
 
 
 def test_pruning_before_tuning_cuts_once_from_calibration_batches_then_only_grows_ranks(tmp_path):
-    base, _ = _tiny_llama(tmp_path)
+    base, _ = tiny_llama_dir(tmp_path)
     run = tmp_path / "run"
     summary = train(load_config("configs/smollm2/alpaca.yaml", [
         f"output_dir={run}", f"model.name={base}", *TINY, "prune.before_tuning=true", "prune.calibration_batches=3"]))

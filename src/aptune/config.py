@@ -66,7 +66,7 @@ class RankConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000
+    steps: int = 1000  # 0: evaluate and export the model as loaded (after the one cut, with before_tuning)
     batch_size: int = 32
     lr: float = 2e-4
     weight_decay: float = 0.0
@@ -101,8 +101,12 @@ class RunConfig:
             raise ValueError(f"prune.density must lie in (0, 1]; got {self.prune.density}")
         if self.rank.strategy not in ("salience", "uniform", "none"):
             raise ValueError(f"rank.strategy must be salience, uniform or none; got {self.rank.strategy!r}")
-        if self.train.steps <= 0 or self.train.batch_size <= 0:
-            raise ValueError("train.steps and train.batch_size must be positive")
+        if self.train.steps < 0 or self.train.batch_size <= 0:
+            raise ValueError(f"train.steps must be >= 0 and train.batch_size positive; got {self.train.steps} and "
+                             f"{self.train.batch_size}")
+        if self.train.steps == 0 and self.prune.enabled and not self.prune.before_tuning:
+            raise ValueError("train.steps=0 (evaluate and export without tuning) cannot prune on a schedule: set "
+                             "prune.enabled=false, or prune.before_tuning=true for one cut before any tuning")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -29,9 +29,9 @@ METRIC_GROUPS = ("task_performance", "training_time", "training_convergence", "t
                  "inference_memory", "pruning_accuracy")
 ROLES = ("method", "reference", "ablation")
 _PLAN_KEYS = {"base", "name", "tasks", "seeds", "runs", "profiles", "default_profile", "overrides", "task_overrides",
-              "inference", "timeout_s"}
-_PROFILE_KEYS = {"tasks", "seeds", "overrides", "task_overrides", "inference", "timeout_s"}
-_VARIANT_KEYS = {"patch", "role", "what", "group", "reports"}
+              "inference", "evaluation", "timeout_s"}
+_PROFILE_KEYS = {"tasks", "seeds", "overrides", "task_overrides", "inference", "evaluation", "timeout_s"}
+_VARIANT_KEYS = {"patch", "role", "what", "group", "reports", "init_from"}
 
 
 @dataclass
@@ -43,18 +43,59 @@ class InferenceSettings:
     warmup: int = 3
     repeats: int = 10
     threads: int | None = None  # None: torch's default (all cores)
+    # causal LMs: also time greedy decoding, {batch_size, prompt_len, new_tokens} (None: not timed)
+    generate: dict | None = None
 
     @classmethod
     def from_dict(cls, data: dict | None, where: str) -> "InferenceSettings":
         data = dict(data or {})
-        unknown = set(data) - {"batch_sizes", "seq_len", "warmup", "repeats", "threads"}
+        unknown = set(data) - {"batch_sizes", "seq_len", "warmup", "repeats", "threads", "generate"}
         if unknown:
             raise ValueError(f"{where}: unknown inference keys {sorted(unknown)}; known: batch_sizes, seq_len, "
-                             f"warmup, repeats, threads")
+                             f"warmup, repeats, threads, generate")
         settings = cls(**data)
         settings.batch_sizes = [int(b) for b in settings.batch_sizes]
         if not settings.batch_sizes or min(settings.batch_sizes) < 1 or settings.repeats < 1 or settings.seq_len < 1:
             raise ValueError(f"{where}: inference needs positive batch_sizes, seq_len and repeats")
+        if settings.generate is not None:
+            keys = {"batch_size", "prompt_len", "new_tokens"}
+            if not isinstance(settings.generate, dict) or set(settings.generate) != keys or \
+                    min(int(v) for v in settings.generate.values()) < 1:
+                raise ValueError(f"{where}: inference.generate needs positive batch_size, prompt_len and new_tokens, "
+                                 f"got {settings.generate!r}")
+            settings.generate = {k: int(v) for k, v in settings.generate.items()}
+        return settings
+
+
+@dataclass
+class EvaluationSettings:
+    """Downstream evaluation of every run's export with ``aptune eval`` (causal LMs: zero-shot multiple choice
+    and greedy answers to a few instructions), in a process of its own after the timing."""
+
+    tasks: list[str] = field(default_factory=list)  # multiple-choice tasks (arc-easy, arc-challenge, sciq, mmlu)
+    max_samples: int | None = None  # a seeded random subset of each task (None: all items)
+    batch_size: int = 16
+    threads: int | None = None
+    prompts: Path | None = None  # text file, one instruction per line (relative to the plan file)
+    max_new_tokens: int = 64
+    seed: int = 1234  # of the subsets
+
+    @classmethod
+    def from_dict(cls, data: dict | None, where: str, plan_dir: Path) -> "EvaluationSettings | None":
+        if not data:
+            return None
+        known = {"tasks", "max_samples", "batch_size", "threads", "prompts", "max_new_tokens", "seed"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{where}: unknown evaluation keys {sorted(unknown)}; known: {', '.join(sorted(known))}")
+        settings = cls(**data)
+        settings.tasks = [str(t) for t in settings.tasks]
+        if settings.prompts is not None:
+            settings.prompts = (plan_dir / settings.prompts).resolve()
+            if not settings.prompts.is_file():
+                raise FileNotFoundError(f"{where}: evaluation.prompts file {settings.prompts} does not exist")
+        if not settings.tasks and settings.prompts is None:
+            raise ValueError(f"{where}: evaluation names neither tasks nor prompts")
         return settings
 
 
@@ -70,6 +111,8 @@ class Variant:
         what: one line saying what changes (from the design table).
         group: variants reported in one table (e.g. the three fixed ranks); defaults to the name.
         reports: metric groups the report shows (see ``METRIC_GROUPS``).
+        init_from: name of an earlier variant whose exported model this one starts from (same task and
+            seed), e.g. prune-then-tune after a LoRA run; its training cost counts towards this one's.
     """
 
     name: str
@@ -78,10 +121,11 @@ class Variant:
     what: str = ""
     group: str | None = None
     reports: list[str] = field(default_factory=lambda: list(METRIC_GROUPS))
+    init_from: str | None = None
 
     def as_dict(self) -> dict:
         return {"name": self.name, "patch": self.patch, "role": self.role, "what": self.what,
-                "group": self.group or self.name, "reports": self.reports}
+                "group": self.group or self.name, "reports": self.reports, "init_from": self.init_from}
 
 
 @dataclass
@@ -111,6 +155,7 @@ class Plan:
     task_overrides: dict[str, dict]
     inference: InferenceSettings
     timeout_s: float | None = None
+    evaluation: EvaluationSettings | None = None
 
     def expand(self, only: list[str] | None = None) -> list[RunSpec]:
         """All runs, seed-major then task then variant, so that a whole seed finishes first.
@@ -186,7 +231,7 @@ def _variant(name: str, entry: Any) -> Variant:
     if role not in ROLES:
         raise ValueError(f"run {name!r}: role must be one of {', '.join(ROLES)}, got {role!r}")
     return Variant(name, nest(entry["patch"], f"runs.{name}.patch"), role, str(entry.get("what", "")),
-                   entry.get("group"), reports)
+                   entry.get("group"), reports, entry.get("init_from"))
 
 
 def load_plan(path: str | Path, profile: str | None = None) -> Plan:
@@ -237,8 +282,16 @@ def load_plan(path: str | Path, profile: str | None = None) -> Plan:
     task_overrides = {str(t): nest(p, f"task_overrides.{t}") for t, p in (pick("task_overrides", {}) or {}).items()}
     overrides = deep_merge(nest(data.get("overrides"), "overrides"), nest(chosen.get("overrides"), "overrides"))
     variants = {str(name): _variant(str(name), entry) for name, entry in data["runs"].items()}
+    order = list(variants)
+    for variant in variants.values():
+        if variant.init_from is not None and (variant.init_from not in variants
+                                              or order.index(variant.init_from) >= order.index(variant.name)):
+            raise ValueError(f"{path}: run {variant.name!r} has init_from {variant.init_from!r}, which must name a "
+                             f"run listed before it; runs: {', '.join(order)}")
     timeout = pick("timeout_s", None)
     return Plan(path=path, name=str(data.get("name") or path.stem), profile=profile, base=base, variants=variants,
                 tasks=tasks, seeds=seeds, overrides=overrides, task_overrides=task_overrides,
                 inference=InferenceSettings.from_dict(pick("inference", None), f"{path} profile {profile}"),
-                timeout_s=float(timeout) if timeout else None)
+                timeout_s=float(timeout) if timeout else None,
+                evaluation=EvaluationSettings.from_dict(pick("evaluation", None), f"{path} profile {profile}",
+                                                        path.parent))

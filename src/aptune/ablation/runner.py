@@ -249,9 +249,25 @@ def run_one(spec: RunSpec, plan: Plan, run_dir: Path, meta: dict) -> dict:
                 inference_info = measured
             else:
                 inference_info["by_batch"].update(measured["by_batch"])
+        if inf.generate:  # decoding speed in a process of its own too (its memory peak is the KV cache's)
+            g = inf.generate
+            out_json = run_dir / "inference_generate.json"
+            gen_command = [sys.executable, "-m", "aptune.ablation.inference", summary["export"], "--out", str(out_json),
+                           "--batch-sizes", "", "--generate", f"{g['batch_size']},{g['prompt_len']},{g['new_tokens']}",
+                           "--warmup", str(inf.warmup), "--repeats", str(inf.repeats),
+                           "--head", info["config"]["model"]["head"]]
+            gen_env = dict(env)
+            if inf.threads:
+                gen_command += ["--threads", str(inf.threads)]
+                gen_env["OMP_NUM_THREADS"] = str(inf.threads)
+            info["inference_command"].append(shlex.join(gen_command))
+            _run_logged(gen_command, run_dir / "inference_generate.log", plan.timeout_s, gen_env, "inference")
+            inference_info["generation"] = _read_json(out_json)["generation"]
         inference_info["process_per_batch_size"] = True
         result["inference_info"] = inference_info
         result["meta_info"]["threads"]["inference"] = inference_info["threads"]
+        if plan.evaluation is not None:
+            result["eval_info"].update(_downstream(plan, summary["export"], run_dir, env, info))
         info["status"] = "ok"
     except _Failed as failure:
         info.update(status="failed", error=failure.error, failed_phase=failure.phase, returncode=failure.returncode)
@@ -259,6 +275,30 @@ def run_one(spec: RunSpec, plan: Plan, run_dir: Path, meta: dict) -> dict:
         info.update(status="failed", error=traceback.format_exc(limit=5), failed_phase="collect")
     info["total_time"] = time.perf_counter() - start
     return result
+
+
+def _downstream(plan: Plan, export: str, run_dir: Path, env: dict, info: dict) -> dict:
+    """``aptune eval`` on the export, in its own process: multiple-choice scores and greedy answers."""
+    ev = plan.evaluation
+    out_json = run_dir / "downstream.json"
+    command = [sys.executable, "-m", "aptune", "eval", "--model", export, "--batch-size", str(ev.batch_size),
+               "--seed", str(ev.seed), "--no-progress", "--output", str(out_json)]
+    if ev.tasks:
+        command += ["--task", ",".join(ev.tasks)]
+    if ev.max_samples:
+        command += ["--max-samples", str(ev.max_samples)]
+    if ev.prompts is not None:
+        command += ["--prompts", str(ev.prompts), "--max-new-tokens", str(ev.max_new_tokens)]
+    eval_env = dict(env)
+    if ev.threads:
+        command += ["--threads", str(ev.threads)]
+        eval_env["OMP_NUM_THREADS"] = str(ev.threads)
+    info["downstream_command"] = shlex.join(command)
+    _run_logged(command, run_dir / "downstream.log", plan.timeout_s, eval_env, "downstream")
+    record = _read_json(out_json)
+    if record is None:
+        raise _Failed("downstream", f"no {out_json}\n{log_tail(run_dir / 'downstream.log')}")
+    return {"downstream": record["results"], "generations": record.get("generations")}
 
 
 def _progress(result: dict) -> str:
@@ -269,6 +309,25 @@ def _progress(result: dict) -> str:
     ev = result["eval_info"]
     metric = ev["primary_metric"]
     return f"ok, {_METRIC_ABBREV.get(metric, metric)} {ev['final'][metric]:.3f}, {_minutes(info['total_time'])}"
+
+
+def _start_from(spec: RunSpec, runs_dir: Path, plan: Plan, meta: dict) -> dict | None:
+    """Point ``spec`` at the export of the run it starts from (``init_from``); a failed result when there is none.
+
+    The earlier run's export path goes into the run's overrides as ``model.name``, so ``run.yaml`` shows where
+    the model came from.
+    """
+    earlier = f"{spec.variant.init_from}__{spec.task}__seed{spec.seed}"
+    previous = _read_json(runs_dir / "results" / f"{earlier}.json")
+    export = runs_dir / "runs" / earlier / "train" / "export"
+    if previous and previous["run_info"]["status"] == "ok" and export.is_dir():
+        spec.overrides = {**spec.overrides, "model": {**spec.overrides.get("model", {}), "name": str(export.resolve())}}
+        return None
+    result = _result_skeleton(spec, plan, runs_dir / "runs" / spec.run_id, meta)
+    result["run_info"].update(status="failed", failed_phase="init_from", total_time=0.0,
+                              error=f"{spec.variant.name} starts from the export of {earlier}, which has not finished "
+                                    f"(no ok result with an export in {export}); run {spec.variant.init_from} first")
+    return result
 
 
 # ------------------------------------------------------------------------------------------- the plan
@@ -290,15 +349,17 @@ def run_plan(plan: Plan, runs_dir: str | Path, only: list[str] | None = None,
     for i, spec in enumerate(specs, 1):
         prefix = f"[{i}/{len(specs)}] {spec.variant.name} {spec.task} seed {spec.seed}:"
         path = runs_dir / "results" / f"{spec.run_id}.json"
+        if meta is None:
+            meta = meta_info()
+        # a run that starts from another's export: its overrides name that export (before the skip check)
+        blocked = _start_from(spec, runs_dir, plan, meta) if spec.variant.init_from else None
         previous = _read_json(path)
         if previous and previous["run_info"]["status"] == "ok" and previous["run_info"]["request"] == spec.overrides:
             echo(f"{prefix} skipped (finished earlier: {_progress(previous)})", flush=True)
             results.append(previous)
             continue
-        if meta is None:
-            meta = meta_info()
         echo(f"{prefix} running ... ", end="", flush=True)
-        result = run_one(spec, plan, runs_dir / "runs" / spec.run_id, meta)
+        result = blocked or run_one(spec, plan, runs_dir / "runs" / spec.run_id, meta)
         _write_json(path, result)
         echo(_progress(result), flush=True)
         results.append(result)

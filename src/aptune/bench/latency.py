@@ -95,3 +95,53 @@ def compare_latency(models: dict[str, nn.Module], batch_size: int = 32, seq_len:
         for name, model in models.items():
             times[name].append(_timed_pass(model, batches[name]))
     return {name: _result(times[name], models[name], batches[name], None) for name in models}
+
+
+@dataclass
+class GenerationResult:
+    batch_size: int
+    prompt_len: int
+    new_tokens: int
+    median_s: float  # one whole generate() call: the prefill of the prompt plus new_tokens decoding steps
+    tokens_per_s: float  # batch_size * new_tokens / median_s
+    repeats: int
+    peak_memory_bytes: int | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure_generation(model: nn.Module, batch_size: int = 1, prompt_len: int = 64, new_tokens: int = 64,
+                       warmup: int = 1, repeats: int = 3) -> GenerationResult:
+    """Greedy decoding speed with the KV cache: every call generates exactly ``new_tokens`` tokens per sequence.
+
+    The end-of-sequence token is held back until ``new_tokens`` are out (``min_new_tokens``), so every model
+    does the same work whatever it would have answered; the prompt is random token ids, as in
+    :func:`measure_latency`.
+    """
+    model.eval()
+    batch = dummy_batch(model, batch_size, prompt_len, seed=1)
+    device = batch["input_ids"].device
+    pad = getattr(model.config, "pad_token_id", None)
+    options = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                   pad_token_id=pad if pad is not None else 0)
+
+    def one() -> float:
+        _sync(device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**batch, **options)
+        _sync(device)
+        if out.shape[1] != prompt_len + new_tokens:
+            raise RuntimeError(f"generate() returned {out.shape[1] - prompt_len} new tokens, expected {new_tokens}")
+        return time.perf_counter() - start
+
+    for _ in range(warmup):
+        one()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = [one() for _ in range(repeats)]
+    median = statistics.median(times)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return GenerationResult(batch_size, prompt_len, new_tokens, median, batch_size * new_tokens / median, repeats,
+                            peak)

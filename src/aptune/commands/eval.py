@@ -8,6 +8,7 @@ Examples::
     aptune eval --model smollm2-135m --task arc-easy,sciq,mmlu --scoring both   # one JSON for all
     aptune eval --model runs/sst2/export --task sst2
     aptune eval --model runs/alpaca/export --lm-eval arc_easy,hellaswag
+    aptune eval --model runs/alpaca/export --task arc-easy --prompts prompts.txt   # plus greedy answers
 
 Multiple-choice results print as ``acc=... acc_norm=...`` (see :mod:`aptune.eval.mc` for the
 definitions), GLUE results with the task's metrics; all are also written as JSON (``--output``,
@@ -32,13 +33,16 @@ MC_TASK_NAMES = ("arc-easy", "arc-challenge", "sciq", "mmlu")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
                         help="short name (smollm2-135m, minilm), an aptune export or HF model folder, or a hub id")
-    target = parser.add_mutually_exclusive_group(required=True)
+    target = parser.add_mutually_exclusive_group()
     target.add_argument("--task", help=f"a GLUE task (sst2, cola, mrpc, rte, stsb, qnli, mnli, qqp), or one or "
                                        f"more comma-separated multiple-choice tasks ({', '.join(MC_TASK_NAMES)})")
     target.add_argument("--mc-file", type=Path,
                         help='JSONL file, one {"question": str, "choices": [str, ...], "answer": int} per line')
     target.add_argument("--lm-eval", metavar="TASKS",
                         help="comma-separated lm-evaluation-harness tasks (needs lm-eval)")
+    parser.add_argument("--prompts", type=Path,
+                        help="text file of instructions (one per line): write the model's greedy answers too")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="--prompts: longest answer in tokens")
     parser.add_argument("--split", help="data split (ARC: train/dev/test, default dev; SciQ: valid/test, default "
                                         "test; MMLU: dev/val/test, default val; GLUE: the dev set)")
     parser.add_argument("--data-dir", type=Path, help="data folder tried before $APTUNE_DATA and ../shared/data")
@@ -147,6 +151,16 @@ def _run_glue(args) -> list[dict[str, Any]]:
              "primary_metric": task.primary_metric, "seconds": round(time.perf_counter() - started, 1)}]
 
 
+def _run_generations(args, prompts: list[str]) -> list[dict[str, Any]]:
+    from aptune.eval.generate import greedy_answers
+
+    model, tokenizer = _load(args, "causal-lm")
+    answers = greedy_answers(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens)
+    for answer in answers:
+        print(f"> {answer['instruction']}\n{answer['answer']}\n")
+    return answers
+
+
 def _run_lm_eval(args) -> list[dict[str, Any]]:
     from aptune.eval.lm_eval_bridge import lm_eval_available, run_lm_eval
 
@@ -173,11 +187,19 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if not (args.task or args.mc_file or args.lm_eval or args.prompts):
+        raise ValueError("nothing to evaluate: give --task, --mc-file, --lm-eval or --prompts")
+    prompts = None
+    if args.prompts:
+        from aptune.eval.generate import read_prompts
+
+        prompts = read_prompts(args.prompts)  # a bad file fails before any model is loaded
+    results, target = [], "generations"
     if args.lm_eval:
         results, target = _run_lm_eval(args), "lm-eval_" + args.lm_eval
     elif args.mc_file is not None:
         results, target = _run_multiple_choice(args), args.mc_file.stem
-    else:
+    elif args.task:
         names = _task_names(args.task)
         if names and all(name in MC_TASK_NAMES for name in names):
             results, target = _run_multiple_choice(args), "+".join(names) + (f"-{args.split}" if args.split else "")
@@ -192,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
                     f"task ({', '.join(MC_TASK_NAMES)}), or use --mc-file / --lm-eval"
                 ) from None
             results, target = _run_glue(args), glue_task_spec(args.task).name
+    generations = _run_generations(args, prompts) if prompts else None
     output = args.output or Path("runs") / "eval" / _slug(Path(str(args.model)).name) / f"{_slug(target)}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     record = {
@@ -201,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "results": results,
     }
+    if generations is not None:
+        record["generations"] = generations
     output.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {output}")
     return 0

@@ -61,6 +61,9 @@ def save_export(model: nn.Module, directory: str | Path, tokenizer=None) -> Path
         raise ValueError("save_export expects APTModel.merged_model()'s output (it carries the structure record)")
     base_type = model.config.model_type
     architecture = type(model).__name__
+    if hasattr(model.config, "aptune_base_model_type"):  # tuned again from an aptune export: name the stock class
+        base_type = model.config.aptune_base_model_type
+        architecture = architecture.removeprefix("Aptune")
     if not hasattr(modeling_aptune, f"Aptune{architecture}"):
         raise ValueError(f"no aptune export class for {architecture}; supported: "
                          + ", ".join(n[6:] for n in vars(modeling_aptune) if n.startswith("Aptune") and not n.endswith("Config")))

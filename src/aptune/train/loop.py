@@ -132,14 +132,19 @@ def train(config: RunConfig) -> dict:
     # ---- method components -----------------------------------------------------------------------
     steps = config.train.steps
     p = config.prune
-    schedule = PruningSchedule.build(
-        total_steps=steps, start=min(p.start_step, steps - 1), end=max(int(p.end_fraction * steps), p.start_step + 1),
-        num_prunings=p.num_steps, target_density=p.density if p.enabled else 1.0,
-        # pruned once before tuning: the schedule then only carries the rank-growth steps
-        start_density=p.density if (p.enabled and p.before_tuning) else 1.0,
-        warmup_steps=int(p.warmup_fraction * steps), tuning_initial=tuning_params(apt),
-        tuning_ratio=config.rank.budget_ratio, decay_steps=max(1, int(1.0 / p.mask_lr)) + 2, alpha=p.mask_lr,
-    )
+    if steps == 0:  # evaluate and export only: the untuned model (after the one cut, with before_tuning)
+        density = p.density if p.enabled else 1.0
+        schedule = PruningSchedule(0, 0, 0, 0, start_density=density, target_density=density)
+    else:
+        schedule = PruningSchedule.build(
+            total_steps=steps, start=min(p.start_step, steps - 1),
+            end=max(int(p.end_fraction * steps), p.start_step + 1),
+            num_prunings=p.num_steps, target_density=p.density if p.enabled else 1.0,
+            # pruned once before tuning: the schedule then only carries the rank-growth steps
+            start_density=p.density if (p.enabled and p.before_tuning) else 1.0,
+            warmup_steps=int(p.warmup_fraction * steps), tuning_initial=tuning_params(apt),
+            tuning_ratio=config.rank.budget_ratio, decay_steps=max(1, int(1.0 / p.mask_lr)) + 2, alpha=p.mask_lr,
+        )
     if main:
         (out / "schedule.json").write_text(json.dumps(schedule.to_dict(), indent=1))
     scorer = build_scorer(p.salience, **({"kurtosis": p.kurtosis} if p.salience == "apt" else {})).attach(apt)
@@ -296,6 +301,11 @@ def train(config: RunConfig) -> dict:
 
     train_time = time.perf_counter() - start_time
     apt.eval()
+    if not history:  # train.steps=0: the one evaluation of the untuned model
+        metrics = task.evaluate(apt.model)
+        history.append({"step": 0, "wall": time.perf_counter() - start_time, **metrics,
+                        "density": apt.num_params() / apt.original_params})
+        log.write(event="eval", step=0, wall=history[-1]["wall"], **metrics)
     export_dir = apt.export(out / "export", tokenizer=tokenizer) if main else out / "export"
     after_prune = [h for h in history if h["step"] >= last_prune_step]
     summary = {

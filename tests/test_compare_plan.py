@@ -1,0 +1,91 @@
+"""The decoder comparison plan (configs/smollm2/compare.yaml) end to end on a tiny random LLaMA.
+
+Three runs through ``aptune ablate``: ``lora`` (dense adapters), ``lora_prune`` (starts from lora's export,
+one cut to 70%, then tuning) and ``base`` (``train.steps=0``: evaluated and exported untuned). Each export is
+timed (prefill and greedy decoding, in processes of their own) and evaluated by ``aptune eval`` (zero-shot
+multiple choice on a few ARC-Easy items, greedy answers to the plan's prompts); then the report is built.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from helpers import tiny_llama_dir
+
+from aptune.ablation.plan import load_plan
+from aptune.cli import main
+from aptune.models import load_model
+
+TINY = {"data.max_length": 64, "data.max_train_samples": 48, "data.max_eval_samples": 8, "train.steps": 6,
+        "train.batch_size": 4, "train.eval_every": 3, "train.log_every": 2, "prune.start_step": 1,
+        "prune.num_steps": 2, "prune.end_fraction": 0.7, "prune.calibration_batches": 2, "train.threads": 1}
+
+
+def _write_plan(tmp_path):
+    base, _ = tiny_llama_dir(tmp_path)
+    (tmp_path / "prompts.txt").write_text("# a comment line\nName a color.\nCount to three.\n")
+    plan = yaml.safe_load(open("configs/smollm2/compare.yaml"))
+    plan["base"] = str((tmp_path / "tiny.yaml"))
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({
+        "base": str(load_plan("configs/smollm2/compare.yaml").base), "model": {"name": str(base)}}))
+    plan["runs"] = {name: plan["runs"][name] for name in ("lora", "lora_prune", "base")}
+    plan["profiles"] = {"tiny": {
+        "overrides": TINY,
+        "inference": {"batch_sizes": [2], "seq_len": 16, "warmup": 0, "repeats": 1, "threads": 1,
+                      "generate": {"batch_size": 1, "prompt_len": 8, "new_tokens": 4}},
+        "evaluation": {"tasks": ["arc-easy"], "max_samples": 4, "batch_size": 4, "threads": 1,
+                       "prompts": "prompts.txt", "max_new_tokens": 4},
+    }}
+    plan["default_profile"] = "tiny"
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan, sort_keys=False))
+    return path
+
+
+def test_comparison_plan_chains_runs_evaluates_exports_and_reports(tmp_path, capsys):
+    plan, runs = _write_plan(tmp_path), tmp_path / "runs"
+    assert main(["ablate", str(plan), "--runs-dir", str(runs)]) == 0, capsys.readouterr().out
+    results = {p.stem.split("__")[0]: json.loads(p.read_text()) for p in (runs / "results").glob("*.json")}
+    assert set(results) == {"lora", "lora_prune", "base"}
+
+    lora, chained, base = results["lora"], results["lora_prune"], results["base"]
+    # lora_prune starts from lora's export, cuts once to 70% and tunes again
+    lora_export = runs / "runs" / "lora__alpaca__seed42" / "train" / "export"
+    assert chained["run_info"]["config"]["model"]["name"] == str(lora_export.resolve())
+    assert chained["run_info"]["init_from"] == "lora"
+    assert lora["train_info"]["density"] == pytest.approx(1.0) and chained["train_info"]["density"] <= 0.7
+    assert chained["inference_info"]["params"] < lora["inference_info"]["params"]
+    # base: no tuning step at all, one evaluation at step 0, exported unchanged
+    assert [h["step"] for h in base["train_info"]["curve"]] == [0] and base["train_info"]["steps"] == []
+    untuned, reference = load_model(base["run_info"]["config"]["model"]["name"], head="causal-lm"), \
+        load_model(str(runs / "runs" / "base__alpaca__seed42" / "train" / "export"), head="causal-lm")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    torch.testing.assert_close(untuned(ids).logits, reference(ids).logits, rtol=0, atol=1e-5)
+
+    for result in results.values():
+        gen = result["inference_info"]["generation"]
+        assert gen["new_tokens"] == 4 and gen["tokens_per_s"] > 0 and gen["peak_memory_bytes"] > 0
+        assert result["inference_info"]["by_batch"]["2"]["median_s"] > 0
+        (arc,) = result["eval_info"]["downstream"]
+        assert arc["task"] == "arc_easy" and arc["n"] == 4 and 0 <= arc["acc"] <= 1
+        answers = result["eval_info"]["generations"]
+        assert [a["instruction"] for a in answers] == ["Name a color.", "Count to three."]
+        assert all(a["new_tokens"] <= 4 for a in answers)
+    # the same subset for every model: the items were drawn with the same seed
+    assert len({json.dumps(r["eval_info"]["downstream"][0].get("n")) for r in results.values()}) == 1
+
+    out = tmp_path / "report"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "| lora_prune |" in report and "of lora" in report
+    assert (out / "score_vs_latency.png").stat().st_size > 1000
+
+
+def test_init_from_must_name_an_earlier_run(tmp_path):
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({"runs": {"a": {"patch": {}, "init_from": "b"}, "b": {}}}))
+    with pytest.raises(ValueError, match="init_from 'b', which must name a run listed before it"):
+        load_plan(path)
