@@ -16,6 +16,7 @@ import yaml
 from helpers import tiny_llama_dir
 
 from aptune.ablation.plan import load_plan
+from aptune.ablation.runner import run_plan
 from aptune.cli import main
 from aptune.models import load_model
 
@@ -80,7 +81,7 @@ def test_comparison_plan_chains_runs_evaluates_exports_and_reports(tmp_path, cap
     out = tmp_path / "report"
     assert main(["report", str(runs), "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
-    assert "| lora_prune |" in report and "of lora" in report
+    assert "| `lora_prune` |" in report and "share of lora" in report and "## Greedy answers" in report
     assert (out / "score_vs_latency.png").stat().st_size > 1000
 
 
@@ -89,3 +90,23 @@ def test_init_from_must_name_an_earlier_run(tmp_path):
     path.write_text(yaml.safe_dump({"runs": {"a": {"patch": {}, "init_from": "b"}, "b": {}}}))
     with pytest.raises(ValueError, match="init_from 'b', which must name a run listed before it"):
         load_plan(path)
+    # the earlier run has not finished: the chained run is recorded as failed, nothing is started
+    (result,) = run_plan(load_plan("configs/smollm2/compare.yaml"), tmp_path / "runs", only=["lora_prune"],
+                         echo=lambda *a, **k: None)
+    assert result["run_info"]["status"] == "failed" and result["run_info"]["failed_phase"] == "init_from"
+    assert "run lora first" in result["run_info"]["error"]
+    assert not (tmp_path / "runs" / "runs").exists()
+
+
+def test_prompts_file_and_zero_step_config_errors_name_the_fix(tmp_path):
+    from aptune.config import load_config
+    from aptune.eval.generate import read_prompts
+
+    with pytest.raises(FileNotFoundError, match="one instruction per line"):
+        read_prompts(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("# only a comment\n\n")
+    with pytest.raises(ValueError, match="has no instructions"):
+        read_prompts(tmp_path / "empty.txt")
+    with pytest.raises(ValueError, match="prune.before_tuning=true for one cut before any tuning"):
+        load_config("configs/smollm2/alpaca.yaml", ["train.steps=0", "prune.before_tuning=false"])
+    assert load_config("configs/smollm2/alpaca.yaml", ["train.steps=0"]).train.steps == 0  # one cut, no tuning

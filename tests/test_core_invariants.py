@@ -158,3 +158,42 @@ def test_density_outside_unit_interval_is_rejected(capsys, tmp_path):
         err = capsys.readouterr().err
         assert "density must lie in (0, 1]" in err and density.lstrip("-") in err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("kind", ["bert", "llama"])
+def test_an_export_pruned_again_exports_and_reloads_the_same(kind, tmp_path):
+    """Prune-then-tune starts from an export (``init_from``): its classes are aptune's own, and a second cut
+    must export as the stock architecture again and reload to the same outputs."""
+    from aptune.models import load_model
+
+    def cut_without_emptying(model, seed):
+        random_binary_masks(model, seed=seed, empty_site=False)
+        for masks in (model.state.heads, model.state.ffn):
+            for mask in masks.values():
+                mask[0] = 1.0  # no block emptied (see the next test)
+
+    apt = _apt(kind)
+    cut_without_emptying(apt, seed=5)
+    apt.export(tmp_path / "first")
+    head = "causal-lm" if kind == "llama" else "sequence-classification"
+    again = APTModel(load_model(str(tmp_path / "first"), head=head), seed=1).eval()
+    assert again.state.sizes() == apt.state.kept_sizes()
+    randomize_adapters(again, seed=2)
+    cut_without_emptying(again, seed=6)
+    inputs = tiny_inputs(kind)
+    with torch.no_grad():
+        masked = model_output(again, inputs)
+        again.export(tmp_path / "second")
+    reloaded = reload_in_new_process(tmp_path / "second", AUTO[kind], inputs, tmp_path)
+    assert (masked - reloaded["result"]).abs().max().item() <= TOL
+    assert reloaded["params"] < sum(p.numel() for p in load_model(str(tmp_path / "first"), head=head).parameters())
+
+
+def test_an_export_with_an_emptied_block_is_refused_by_name(tmp_path):
+    from aptune.models import load_model
+
+    apt = _apt("llama")
+    random_binary_masks(apt, seed=0, empty_site=True)
+    apt.export(tmp_path / "export")
+    with pytest.raises(ValueError, match="an earlier cut emptied the block layer.2.attention"):
+        APTModel(load_model(str(tmp_path / "export"), head="causal-lm"))

@@ -131,7 +131,8 @@ def measure_export(path: str | Path, batch_sizes: list[int], seq_len: int = 128,
     measure_latency(model, 1, min(8, seq_len), warmup=0, repeats=1)
     for batch_size in batch_sizes:
         result, activation, extra, info["memory_method"] = _peak_memory(
-            lambda: measure_latency(model, batch_size, seq_len, warmup=warmup, repeats=repeats), device, weights_bytes)
+            lambda b=batch_size: measure_latency(model, b, seq_len, warmup=warmup, repeats=repeats), device,
+            weights_bytes)
         info["by_batch"][str(batch_size)] = {
             "batch_size": batch_size, "median_s": result.median_s, "p90_s": result.p90_s,
             "throughput": result.throughput, "repeats": result.repeats, "peak_activation_bytes": activation,

@@ -622,6 +622,25 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             *["| " + " | ".join(map(cell, row)) + " |" for row in rows]]
 
 
+def provenance(all_results: list[dict], n_failed: int) -> list[str]:
+    """Two lines saying where a report's numbers come from: plan, runs, commit, versions, machine."""
+    meta = next((r for r in all_results if r["run_info"]["status"] == "ok"), all_results[0])["meta_info"]
+    tasks = sorted({r["run_info"]["task"] for r in all_results})
+    seeds = sorted({r["run_info"]["seed"] for r in all_results})
+    return [
+        f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(all_results)} result files "
+        f"({len(all_results) - n_failed} finished, {n_failed} failed). Plan "
+        f"`{all_results[0]['run_info'].get('plan')}`, profile `{all_results[0]['run_info'].get('profile')}`; tasks "
+        f"{', '.join(tasks)}; seeds "
+        f"{', '.join(map(str, seeds))}.",
+        f"aptune {meta['versions'].get('aptune')} at commit `{meta.get('aptune_git_sha')}`"
+        f"{' (with uncommitted changes)' if meta.get('aptune_git_dirty') else ''}; torch "
+        f"{meta['versions'].get('torch')}, transformers {meta['versions'].get('transformers')}, Python "
+        f"{meta.get('python')}; {meta.get('cpu')} ({meta.get('cpu_count')} cores)"
+        f"{'; GPUs: ' + ', '.join(meta['gpus']) if meta.get('gpus') else '; no GPU'}.",
+    ]
+
+
 def write_report(runs_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write ``report.md``, the PNG plots and ``runs.csv`` for a runs folder; return the report's path."""
     runs_dir = Path(runs_dir)
@@ -632,7 +651,6 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     failed = [r for r in all_results if r["run_info"]["status"] != "ok"]
     variants = _variant_order(all_results)
     tasks = sorted({r["run_info"]["task"] for r in all_results})
-    seeds = sorted({r["run_info"]["seed"] for r in all_results})
     infos = {r["run_info"]["variant"]: r["run_info"] for r in all_results}
 
     per_run = {r["run_info"]["name"]: run_metrics(r, results) for r in results}
@@ -641,19 +659,10 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     inference = next((r["inference_info"] for r in results if r.get("inference_info")), None) or {}
     batch_sizes = [int(b) for b in inference.get("by_batch", {})] or [32, 128]
     catalogue = metric_catalogue(batch_sizes)
-    meta = (results or all_results)[0]["meta_info"]
     lines = [
         f"# Ablation report: `{runs_dir}`",
         "",
-        f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(all_results)} result files "
-        f"({len(results)} finished, {len(failed)} failed). Plan `{all_results[0]['run_info'].get('plan')}`, profile "
-        f"`{all_results[0]['run_info'].get('profile')}`; tasks {', '.join(tasks)}; seeds "
-        f"{', '.join(map(str, seeds))}.",
-        f"aptune {meta['versions'].get('aptune')} at commit `{meta.get('aptune_git_sha')}`"
-        f"{' (with uncommitted changes)' if meta.get('aptune_git_dirty') else ''}; torch "
-        f"{meta['versions'].get('torch')}, transformers {meta['versions'].get('transformers')}, Python "
-        f"{meta.get('python')}; {meta.get('cpu')} ({meta.get('cpu_count')} cores)"
-        f"{'; GPUs: ' + ', '.join(meta['gpus']) if meta.get('gpus') else '; no GPU'}.",
+        *provenance(all_results, len(failed)),
         "",
         "## Protocol",
         "",

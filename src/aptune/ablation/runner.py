@@ -7,10 +7,15 @@ For each run (``aptune.ablation.plan.RunSpec``) the runner
    a subprocess, so that the peak RSS the loop records is this run's alone (design.md: "peak RSS of the
    run's own process on a CPU, so each run gets its own process");
 3. measures the exported, merged model in fresh subprocesses (``aptune.ablation.inference``, one per batch
-   size), so that inference memory is mixed neither with what training left behind nor with another batch;
-4. writes ``results/<run_id>.json`` in the PEFT method-comparison layout: ``run_info``, ``train_info``,
+   size, and one for decoding speed when the plan's ``inference.generate`` asks), so that inference memory is
+   mixed neither with what training left behind nor with another batch;
+4. when the plan has ``evaluation``: runs ``aptune eval`` on the export (multiple-choice tasks, greedy answers
+   to a prompts file) in one more process;
+5. writes ``results/<run_id>.json`` in the PEFT method-comparison layout: ``run_info``, ``train_info``,
    ``inference_info``, ``eval_info``, ``meta_info``.
 
+A variant with ``init_from: <earlier variant>`` starts from that run's export (its ``model.name`` is set to
+it), e.g. prune-then-tune after LoRA; it fails with a clear error when the earlier run has not finished.
 A run whose result says ``status: ok`` and whose requested overrides are unchanged is skipped on a re-run;
 a failed run (non-zero exit, time-out) is recorded with the tail of its log and the plan goes on. Numbers
 relative to other runs (time-to-accuracy, Jaccard overlaps, deltas) are computed by ``aptune report``,
@@ -308,7 +313,10 @@ def _progress(result: dict) -> str:
         return f"FAILED in {info['failed_phase']} ({last[0][:120]}), {_minutes(info['total_time'] or 0)}"
     ev = result["eval_info"]
     metric = ev["primary_metric"]
-    return f"ok, {_METRIC_ABBREV.get(metric, metric)} {ev['final'][metric]:.3f}, {_minutes(info['total_time'])}"
+    scores = [task["acc"] for task in ev.get("downstream") or []]
+    downstream = f", mean multiple-choice acc {sum(scores) / len(scores):.3f}" if scores else ""
+    return (f"ok, {_METRIC_ABBREV.get(metric, metric)} {ev['final'][metric]:.3f}{downstream}, "
+            f"{_minutes(info['total_time'])}")
 
 
 def _start_from(spec: RunSpec, runs_dir: Path, plan: Plan, meta: dict) -> dict | None:

@@ -50,12 +50,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed_pass(model: nn.Module, batch: dict) -> float:
+def _timed_pass(model: nn.Module, batch: dict, **forward_kwargs) -> float:
     device = batch["input_ids"].device
     _sync(device)
     start = time.perf_counter()
     with torch.inference_mode():
-        model(**batch)
+        model(**batch, **forward_kwargs)
     _sync(device)
     return time.perf_counter() - start
 
@@ -84,16 +84,20 @@ def measure_latency(model: nn.Module, batch_size: int = 32, seq_len: int = 128, 
 
 
 def compare_latency(models: dict[str, nn.Module], batch_size: int = 32, seq_len: int = 128, warmup: int = 3,
-                    repeats: int = 10) -> dict[str, LatencyResult]:
-    """Time several models interleaved, pass by pass, on the same batch shape."""
+                    repeats: int = 10, **forward_kwargs) -> dict[str, LatencyResult]:
+    """Time several models interleaved, pass by pass, on the same batch shape.
+
+    ``forward_kwargs`` go to every forward call, e.g. ``logits_to_keep=1`` for the prefill of a causal LM (the
+    language-model head on the last position only, as ``generate`` does).
+    """
     batches = {name: dummy_batch(model.eval(), batch_size, seq_len) for name, model in models.items()}
     for _ in range(warmup):
         for name, model in models.items():
-            _timed_pass(model, batches[name])
+            _timed_pass(model, batches[name], **forward_kwargs)
     times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(repeats):
         for name, model in models.items():
-            times[name].append(_timed_pass(model, batches[name]))
+            times[name].append(_timed_pass(model, batches[name], **forward_kwargs))
     return {name: _result(times[name], models[name], batches[name], None) for name in models}
 
 
@@ -119,6 +123,33 @@ def measure_generation(model: nn.Module, batch_size: int = 1, prompt_len: int = 
     does the same work whatever it would have answered; the prompt is random token ids, as in
     :func:`measure_latency`.
     """
+    one = _generation_timer(model, batch_size, prompt_len, new_tokens)
+    device = next(model.parameters()).device
+    for _ in range(warmup):
+        one()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = [one() for _ in range(repeats)]
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return _generation_result(times, batch_size, prompt_len, new_tokens, peak)
+
+
+def compare_generation(models: dict[str, nn.Module], batch_size: int = 1, prompt_len: int = 64, new_tokens: int = 64,
+                       warmup: int = 1, repeats: int = 3) -> dict[str, GenerationResult]:
+    """:func:`measure_generation` for several models, interleaved call by call."""
+    timers = {name: _generation_timer(model, batch_size, prompt_len, new_tokens) for name, model in models.items()}
+    for _ in range(warmup):
+        for one in timers.values():
+            one()
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, one in timers.items():
+            times[name].append(one())
+    return {name: _generation_result(times[name], batch_size, prompt_len, new_tokens, None) for name in models}
+
+
+def _generation_timer(model: nn.Module, batch_size: int, prompt_len: int, new_tokens: int):
+    """A function that runs one fixed-length greedy generate() call and returns its wall time."""
     model.eval()
     batch = dummy_batch(model, batch_size, prompt_len, seed=1)
     device = batch["input_ids"].device
@@ -136,12 +167,11 @@ def measure_generation(model: nn.Module, batch_size: int = 1, prompt_len: int = 
             raise RuntimeError(f"generate() returned {out.shape[1] - prompt_len} new tokens, expected {new_tokens}")
         return time.perf_counter() - start
 
-    for _ in range(warmup):
-        one()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = [one() for _ in range(repeats)]
+    return one
+
+
+def _generation_result(times: list[float], batch_size: int, prompt_len: int, new_tokens: int,
+                       peak: int | None) -> GenerationResult:
     median = statistics.median(times)
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return GenerationResult(batch_size, prompt_len, new_tokens, median, batch_size * new_tokens / median, repeats,
+    return GenerationResult(batch_size, prompt_len, new_tokens, median, batch_size * new_tokens / median, len(times),
                             peak)

@@ -3,7 +3,8 @@
 Writes ``report.md`` (protocol, one table and one generated reading per ablation), PNG plots (convergence
 with pruning and rank-growth events, accuracy vs inference time and memory, kept heads and neurons per layer,
 adapter ranks over training) and ``runs.csv`` (every computed number per run) into ``--out``
-(default ``RUNS_DIR/report``).
+(default ``RUNS_DIR/report``). Runs evaluated downstream (a plan with ``evaluation``, such as
+``configs/smollm2/compare.yaml``) get the comparison report instead (``aptune.ablation.compare_report``).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aptune.ablation.report import write_report
+    from aptune.ablation.compare_report import is_comparison, write_comparison_report
+    from aptune.ablation.report import load_results, write_report
 
-    path = write_report(args.runs_dir, args.out)
+    comparison = is_comparison(load_results(args.runs_dir))
+    path = (write_comparison_report if comparison else write_report)(args.runs_dir, args.out)
     print(f"report: {path}")
     for png in sorted(path.parent.glob("*.png")):
         print(f"plot:   {png}")

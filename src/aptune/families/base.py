@@ -88,6 +88,7 @@ class ModelFamily(ABC):
         self.tied_embeddings: list[tuple[str, str]] = []  # (linear path, embedding path) sharing a weight
         self.task_head: list[str] = []  # modules trained with the adapters (classifier, pooler, score)
         self.describe()
+        self._check_sites()
 
     # -- what each family file implements -----------------------------------------------------------
     @abstractmethod
@@ -120,7 +121,23 @@ class ModelFamily(ABC):
 
     @property
     def hidden_size(self) -> int:
+        """The hidden size as the weights have it: an aptune export keeps the original one in its config."""
+        if self.hidden.embeddings:
+            return self.model.get_submodule(self.hidden.embeddings[0]).weight.shape[1]
         return self.config.hidden_size
+
+    def _check_sites(self) -> None:
+        # An export whose cut emptied a whole attention or FFN block holds a stand-in module there; tuning or
+        # pruning it again would need sites that can be absent.
+        for site in [*self.attention_sites, *self.ffn_sites]:
+            for path in site.linears if isinstance(site, AttentionSite) else (*site.inputs, site.down):
+                try:
+                    self.model.get_submodule(path)
+                except AttributeError:
+                    raise ValueError(
+                        f"{path} does not exist: this model is an aptune export in which an earlier cut emptied the "
+                        f"block {site.name}; tuning or pruning such an export again is not supported (start from the "
+                        f"model before that cut, or cut without emptying whole blocks)") from None
 
     def prunable_linears(self) -> list[str]:
         """Every linear whose shape can change: the site projections and the hidden-stream readers."""

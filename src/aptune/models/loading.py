@@ -154,6 +154,8 @@ def load_tokenizer(name_or_path: str | os.PathLike, **kwargs):
     source = resolve_model_source(name_or_path)
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
+    # an export's config names its own classes (auto_map): without this, transformers asks on stdin
+    kwargs.setdefault("trust_remote_code", _is_aptune_export(source.path))
     tokenizer = AutoTokenizer.from_pretrained(source.path, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token

@@ -1,0 +1,300 @@
+"""The report of a decoder comparison plan (``configs/smollm2/compare.yaml``): quality and cost of each export.
+
+    from aptune.ablation.compare_report import is_comparison, write_comparison_report
+    write_comparison_report("runs/ablations/compare-cpu", out_dir="results/llama")
+
+``aptune report`` picks this report when the runs were evaluated downstream (``evaluation`` in the plan: the
+result JSONs carry ``eval_info.downstream``). It writes ``report.md`` (protocol, a quality table, a cost
+table, the share of ``lora``'s average multiple-choice score each run keeps, greedy answers side by side),
+``score_vs_latency.png`` and ``runs.csv``.
+
+A run that starts from another's export (``init_from``, e.g. ``lora_prune`` after ``lora``) is charged for
+both: its tuning steps and training time add the earlier run's.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import statistics
+from pathlib import Path
+
+from aptune.ablation.report import _plt, _table, load_results, provenance
+
+REFERENCE = "lora"  # the denominator of "share of lora's average score"
+PAPER_SHARE = {"apt": 0.864}  # APT paper, LLaMA-2-7B at 70% density: 86.4% of LoRA's average (apt_method.md §I)
+TASK_NAMES = {"arc_easy": "ARC-E", "arc_challenge": "ARC-C", "sciq": "SciQ", "mmlu": "MMLU"}
+
+
+def is_comparison(results: list[dict]) -> bool:
+    """True when the runs were evaluated downstream (the plan had an ``evaluation`` section)."""
+    return any((r.get("eval_info") or {}).get("downstream") for r in results)
+
+
+# ------------------------------------------------------------------------------------------ per-run numbers
+def _by_name(results: list[dict]) -> dict[str, dict]:
+    return {r["run_info"]["variant"]: r for r in results}
+
+
+def _earlier(result: dict, runs: dict[str, dict]) -> dict | None:
+    name = result["run_info"].get("init_from")
+    return runs.get(name) if name else None
+
+
+def run_row(result: dict, runs: dict[str, dict]) -> dict:
+    """Every number of one run the report shows (None where not measured)."""
+    info, train, inf, ev = result["run_info"], result["train_info"], result["inference_info"], result["eval_info"]
+    config = info["config"]
+    earlier = _earlier(result, runs)
+    step_times = [s["step_time"] for s in train["steps"] if s.get("step_time") is not None]
+    row = {
+        "run": info["variant"], "role": info["role"], "what": info["what"], "init_from": info.get("init_from"),
+        "density": train["density"], "params": inf["params"],
+        "tuning_steps": config["train"]["steps"] + (earlier["run_info"]["config"]["train"]["steps"] if earlier else 0),
+        "heldout_loss": ev["final"]["eval_loss"], "perplexity": ev["final"]["perplexity"],
+        "n_heldout": ev["final"].get("n"),
+        "s_per_step": statistics.median(step_times) if step_times else None,
+        "train_time_s": train["train_time_s"] + (earlier["train_info"]["train_time_s"] if earlier else 0.0),
+        # the whole `aptune train` process: loading, the calibration batches of a cut before tuning, export
+        "process_time_s": train["process_time_s"] + (earlier["train_info"]["process_time_s"] if earlier else 0.0),
+        "peak_train_rss": max(train["peak_rss_bytes"], earlier["train_info"]["peak_rss_bytes"] if earlier else 0),
+    }
+    for task in ev["downstream"]:
+        key = task["task"]
+        row[f"{key}_acc"], row[f"{key}_acc_norm"], row[f"{key}_n"] = task["acc"], task["acc_norm"], task["n"]
+        row[f"{key}_stderr"] = task.get("acc_stderr")
+    tasks = [t["task"] for t in ev["downstream"]]
+    row["avg_acc"] = statistics.fmean(row[f"{t}_acc"] for t in tasks)
+    row["avg_acc_norm"] = statistics.fmean(row[f"{t}_acc_norm"] for t in tasks)
+    row["avg_chance"] = statistics.fmean(task["chance"] for task in ev["downstream"])
+    # the standard error of a mean of independent task scores: sqrt(sum se^2) / k
+    errors = [row[f"{t}_stderr"] for t in tasks]
+    row["avg_acc_stderr"] = (math.sqrt(sum(e * e for e in errors)) / len(errors)
+                             if all(e is not None for e in errors) else None)
+    batch = next(iter(inf["by_batch"].values()))
+    row.update(prefill_batch=batch["batch_size"], prefill_seq=inf["seq_len"], prefill_s=batch["median_s"],
+               prefill_memory=batch["peak_memory_bytes"], weights_bytes=inf["weights_bytes"],
+               disk_bytes=inf["disk_weights_bytes"])
+    gen = inf.get("generation") or {}
+    row.update(decode_tokens_per_s=gen.get("tokens_per_s"), decode_memory=gen.get("peak_memory_bytes"))
+    return row
+
+
+def shares(rows: dict[str, dict], key: str) -> dict[str, float | None]:
+    """Each run's ``key`` (an average score) as a share of ``lora``'s."""
+    reference = rows.get(REFERENCE, {}).get(key)
+    return {name: (row[key] / reference if reference else None) for name, row in rows.items()}
+
+
+# ------------------------------------------------------------------------------------------ formatting
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _mib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value / 2**20:,.0f} MiB"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _answer_cell(text: str, limit: int = 220) -> str:
+    text = " ".join(text.split())  # one line in a table cell
+    return (text[:limit] + " …") if len(text) > limit else (text or "*(empty)*")
+
+
+# ------------------------------------------------------------------------------------------ the report
+def plot_score_vs_latency(rows: dict[str, dict], path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    # runs close together (the dense ones) get their labels above and below the point in turn
+    for i, (name, row) in enumerate(sorted(rows.items(), key=lambda item: item[1]["prefill_s"])):
+        x, y = row["prefill_s"] * 1e3, 100 * row["avg_acc"]
+        err = 100 * row["avg_acc_stderr"] if row["avg_acc_stderr"] else None
+        ax.errorbar([x], [y], yerr=[err] if err else None, fmt="o", capsize=3,
+                    color="C3" if row["role"] == "method" else "C0" if row["role"] == "reference" else "C2")
+        ax.annotate(f"{name} ({row['density']:.2f})", (x, y), textcoords="offset points",
+                    xytext=(6, 4 if i % 2 == 0 else -12), fontsize=8)
+    any_row = next(iter(rows.values()))
+    ax.set_xlabel(f"prefill latency, batch {any_row['prefill_batch']} x {any_row['prefill_seq']} tokens (ms, CPU)")
+    ax.set_ylabel("average zero-shot multiple-choice acc (%)")
+    ax.set_title("score against latency (label: run, density); bars: ±1 standard error", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.2)  # room for the labels of the outermost points
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_comparison_report(runs_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write ``report.md``, ``score_vs_latency.png`` and ``runs.csv``; return the report's path."""
+    runs_dir = Path(runs_dir)
+    out = Path(out_dir) if out_dir else runs_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    all_results = sorted(load_results(runs_dir), key=lambda r: r["run_info"].get("plan_index", 0))
+    ok = [r for r in all_results if r["run_info"]["status"] == "ok"]
+    failed = [r for r in all_results if r["run_info"]["status"] != "ok"]
+    runs = _by_name(ok)
+    rows = {name: run_row(result, runs) for name, result in runs.items()}
+    tasks = [t["task"] for t in next(iter(runs.values()))["eval_info"]["downstream"]] if runs else []
+    acc_share, norm_share = shares(rows, "avg_acc"), shares(rows, "avg_acc_norm")
+
+    lines = [f"# Comparison report: `{runs_dir}`", "", *provenance(all_results, len(failed)), ""]
+    if runs:
+        lines += _protocol(next(iter(runs.values())), tasks)
+        lines += ["## Quality", ""]
+        header = ["run", "density", "tuning steps", "held-out loss", "perplexity",
+                  *[f"{TASK_NAMES.get(t, t)} acc / acc_norm" for t in tasks], "avg acc", "avg acc_norm",
+                  f"share of {REFERENCE} (acc / acc_norm)"]
+        table = []
+        for name, row in rows.items():
+            table.append([f"`{name}`", f"{row['density']:.3f}", str(row["tuning_steps"]), _num(row["heldout_loss"]),
+                          _num(row["perplexity"], 2),
+                          *[f"{row[f'{t}_acc']:.3f} / {row[f'{t}_acc_norm']:.3f}" for t in tasks],
+                          f"**{row['avg_acc']:.3f}** ± {_num(row['avg_acc_stderr'])}", f"{row['avg_acc_norm']:.3f}",
+                          f"{_pct(acc_share[name])} / {_pct(norm_share[name])}"])
+        lines += _table(header, table) + [""]
+        lines += _shares_reading(rows, acc_share, norm_share) + [""]
+        lines += ["## Cost", ""]
+        header = ["run", "params (export)", "s / step", "training time (loop / process)", "peak training memory",
+                  "prefill latency", "decoding", "inference memory (prefill / decoding)", "weights on disk"]
+        table = [[f"`{name}`", f"{row['params']:,}", _num(row["s_per_step"], 2),
+                  f"{row['train_time_s'] / 60:.1f} / {row['process_time_s'] / 60:.1f} min", _mib(row["peak_train_rss"]),
+                  f"{row['prefill_s'] * 1e3:,.0f} ms", f"{_num(row['decode_tokens_per_s'], 1)} tokens/s",
+                  f"{_mib(row['prefill_memory'])} / {_mib(row['decode_memory'])}", _mib(row["disk_bytes"])]
+                 for name, row in rows.items()]
+        lines += _table(header, table) + [""]
+        lines += _cost_reading(rows) + [""]
+        plot_score_vs_latency(rows, out / "score_vs_latency.png")
+        lines += ["![average multiple-choice acc against prefill latency](score_vs_latency.png)", ""]
+        lines += _generations(runs) + _runs_section(runs, runs_dir)
+    if failed:
+        lines += ["## Failed runs", ""]
+        lines += _table(["run", "phase", "error (last line)"],
+                        [[f"`{r['run_info']['name']}`", str(r["run_info"].get("failed_phase")),
+                          ((r["run_info"].get("error") or "").strip().splitlines() or [""])[-1][:160]]
+                         for r in failed]) + [""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    _write_csv(out / "runs.csv", rows)
+    return report
+
+
+def _protocol(result: dict, tasks: list[str]) -> list[str]:
+    config, inf = result["run_info"]["config"], result["inference_info"]
+    train, data = config["train"], config["data"]
+    downstream = result["eval_info"]["downstream"]
+    splits = ", ".join(f"{TASK_NAMES.get(t['task'], t['task'])} {t['split']} ({t['n']} items)" for t in downstream)
+    gen = inf.get("generation") or {}
+    batch = next(iter(inf["by_batch"].values()))
+    return [
+        "## Protocol", "",
+        f"- **Model and data**: `{config['model']['name']}` (runs chained with `init_from` start from the earlier "
+        f"run's export), tuned on `{data['task']}` with sequences up to {data['max_length']} tokens, loss on response "
+        f"tokens only; {train['steps']} steps of batch {train['batch_size']}, lr {train['lr']}, seed {train['seed']}, "
+        f"torch threads: {train.get('threads') or 'all'}. Every run uses the same data order and seed.",
+        f"- **Held-out loss**: mean cross-entropy per response token on the {result['eval_info']['final'].get('n')} "
+        "held-out records of the instruction set (a seeded split), and its perplexity, after the last step.",
+        f"- **Multiple choice**: zero-shot, `aptune eval` on each export; options scored by the log-likelihood of "
+        f"their text (acc), and of their text divided by its length in characters (acc_norm); {splits}, "
+        "the same seeded subset for every run. avg = the mean over the tasks; its ± is the standard error "
+        "(√(Σ se²) / tasks).",
+        f"- **Cost**: s / step = the median time of the logged training steps; training time = the training loop's "
+        f"wall time (evaluations included) / the whole training process's (loading, the calibration batches of a "
+        f"cut before tuning, export); a chained run adds its predecessor's; peak training memory = the peak "
+        f"RSS of the training process. The export is reloaded from disk in a fresh process per measurement "
+        f"({inf['device']}, {inf['dtype']}, torch threads: {inf['threads']}): prefill latency = median of "
+        f"{inf['repeats']} forward passes over a batch of {batch['batch_size']} x {inf['seq_len']} random tokens "
+        f"after {inf['warmup']} warm-up (the language-model head on every position, as in scoring); decoding = "
+        f"tokens per second of greedy generation with the KV cache, "
+        f"{gen.get('new_tokens')} new tokens after a {gen.get('prompt_len')}-token prompt at batch "
+        f"{gen.get('batch_size')}, end-of-sequence held back; inference memory = weights + peak activation memory "
+        f"({inf['memory_method']}).",
+        "",
+    ]
+
+
+def _shares_reading(rows: dict[str, dict], acc_share: dict, norm_share: dict) -> list[str]:
+    if REFERENCE not in rows:
+        return [f"No finished `{REFERENCE}` run: no shares."]
+    lines = [f"Share of `{REFERENCE}`'s average multiple-choice acc (acc_norm) kept:", ""]
+    for name, row in rows.items():
+        if name == REFERENCE:
+            continue
+        paper = f"; the paper: {_pct(PAPER_SHARE[name])} for LLaMA-2-7B" if name in PAPER_SHARE else ""
+        lines.append(f"- `{name}` at density {row['density']:.2f}: **{_pct(acc_share[name])}** "
+                     f"({_pct(norm_share[name])}){paper}.")
+    ref = rows[REFERENCE]
+    margin = ref["avg_acc"] - ref["avg_chance"]
+    if margin > 0:
+        # near chance (small models on ARC-Challenge and MMLU) a share of the raw score flatters every method:
+        # the share of the margin over chance says how much of what lora knows is kept
+        kept = ", ".join(f"`{name}` {_pct((row['avg_acc'] - row['avg_chance']) / margin)}"
+                         for name, row in rows.items() if name != REFERENCE)
+        lines += ["", f"Share of `{REFERENCE}`'s margin over chance (average chance {ref['avg_chance']:.3f}, "
+                      f"`{REFERENCE}` {margin:+.3f}): {kept}."]
+    if ref.get("avg_acc_stderr"):
+        lines += ["", f"One standard error of an average is about {100 * ref['avg_acc_stderr']:.1f} points "
+                      f"({100 * ref['avg_acc_stderr'] / ref['avg_acc']:.1f}% of `{REFERENCE}`'s average): differences "
+                      "of that size are within noise."]
+    return lines
+
+
+def _cost_reading(rows: dict[str, dict]) -> list[str]:
+    if REFERENCE not in rows:
+        return []
+    ref = rows[REFERENCE]
+    lines = [f"Against `{REFERENCE}` (the dense model):", ""]
+    for name, row in rows.items():
+        if name == REFERENCE:
+            continue
+        parts = [f"prefill speed-up {ref['prefill_s'] / row['prefill_s']:.2f}x"]
+        if row["decode_tokens_per_s"] and ref["decode_tokens_per_s"]:
+            parts.append(f"decoding {row['decode_tokens_per_s'] / ref['decode_tokens_per_s']:.2f}x the tokens/s")
+        if row["s_per_step"] and ref["s_per_step"]:
+            parts.append(f"a training step {row['s_per_step'] / ref['s_per_step']:.2f}x the time")
+        parts.append(f"{row['params'] / ref['params']:.2f}x the parameters")
+        lines.append(f"- `{name}`: " + ", ".join(parts) + ".")
+    return lines
+
+
+def _generations(runs: dict[str, dict]) -> list[str]:
+    answered = {name: r["eval_info"].get("generations") or [] for name, r in runs.items()}
+    prompts = next((g for g in answered.values() if g), [])
+    if not prompts:
+        return []
+    lines = ["## Greedy answers", "",
+             f"Greedy decoding, at most {max(a['new_tokens'] for g in answered.values() for a in g)} new tokens, "
+             "the prompt formatted with the chat template as in tuning (whitespace collapsed, long answers cut).", ""]
+    for i, prompt in enumerate(prompts):
+        lines += [f"**{prompt['instruction']}**", ""]
+        lines += _table(["run", "answer"], [[f"`{name}`", _answer_cell(g[i]["answer"])]
+                                            for name, g in answered.items() if i < len(g)]) + [""]
+    return lines
+
+
+def _short(command: str, runs_dir: Path) -> str:
+    """A runner command as a reader would type it: ``python`` for the interpreter, paths under the runs folder."""
+    command = re.sub(r"^\S*python[\d.]*(?=\s)", "python", command)
+    return command.replace(str(runs_dir.resolve()) + "/", "RUNS/").replace(str(runs_dir) + "/", "RUNS/")
+
+
+def _runs_section(runs: dict[str, dict], runs_dir: Path) -> list[str]:
+    lines = ["## Commands", "", f"Each run's own commands, as the runner ran them (`RUNS` = `{runs_dir}`):", ""]
+    for name, result in runs.items():
+        info = result["run_info"]
+        lines += [f"- `{name}` ({info['what']}):", f"  - train: `{_short(info['command'], runs_dir)}`"]
+        lines += [f"  - time: `{_short(c, runs_dir)}`" for c in info.get("inference_command") or []]
+        if info.get("downstream_command"):
+            lines.append(f"  - evaluate: `{_short(info['downstream_command'], runs_dir)}`")
+    return lines + [""]
+
+
+def _write_csv(path: Path, rows: dict[str, dict]) -> None:
+    keys = list(dict.fromkeys(k for row in rows.values() for k in row))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows.values())
