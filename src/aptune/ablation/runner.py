@@ -234,45 +234,29 @@ def run_one(spec: RunSpec, plan: Plan, run_dir: Path, meta: dict) -> dict:
 
         # one fresh process per batch size: memory a larger batch leaves in the heap would otherwise hide
         # part of the next batch's peak (VmHWM − VmRSS before the passes)
-        inf = plan.inference
+        export, head = summary["export"], info["config"]["model"]["head"]
         info["inference_command"] = []
         inference_info = None
-        for batch_size in inf.batch_sizes:
-            out_json = run_dir / f"inference_b{batch_size}.json"
-            inf_command = [sys.executable, "-m", "aptune.ablation.inference", summary["export"], "--out",
-                           str(out_json), "--batch-sizes", str(batch_size), "--seq-len", str(inf.seq_len),
-                           "--warmup", str(inf.warmup), "--repeats", str(inf.repeats),
-                           "--head", info["config"]["model"]["head"]]
-            inf_env = dict(env)
-            if inf.threads:
-                inf_command += ["--threads", str(inf.threads)]
-                inf_env["OMP_NUM_THREADS"] = str(inf.threads)
-            info["inference_command"].append(shlex.join(inf_command))
-            _run_logged(inf_command, run_dir / f"inference_b{batch_size}.log", plan.timeout_s, inf_env, "inference")
-            measured = _read_json(out_json)
+        for batch_size in plan.inference.batch_sizes:
+            measured, timed = _measure_export(plan, export, head, run_dir, env, f"inference_b{batch_size}",
+                                              ["--batch-sizes", str(batch_size)])
+            info["inference_command"].append(timed)
             if inference_info is None:
                 inference_info = measured
             else:
                 inference_info["by_batch"].update(measured["by_batch"])
-        if inf.generate:  # decoding speed in a process of its own too (its memory peak is the KV cache's)
-            g = inf.generate
-            out_json = run_dir / "inference_generate.json"
-            gen_command = [sys.executable, "-m", "aptune.ablation.inference", summary["export"], "--out", str(out_json),
-                           "--batch-sizes", "", "--generate", f"{g['batch_size']},{g['prompt_len']},{g['new_tokens']}",
-                           "--warmup", str(inf.warmup), "--repeats", str(inf.repeats),
-                           "--head", info["config"]["model"]["head"]]
-            gen_env = dict(env)
-            if inf.threads:
-                gen_command += ["--threads", str(inf.threads)]
-                gen_env["OMP_NUM_THREADS"] = str(inf.threads)
-            info["inference_command"].append(shlex.join(gen_command))
-            _run_logged(gen_command, run_dir / "inference_generate.log", plan.timeout_s, gen_env, "inference")
-            inference_info["generation"] = _read_json(out_json)["generation"]
+        if plan.inference.generate:  # decoding speed in its own process too (its memory peak is the KV cache's)
+            g = plan.inference.generate
+            measured, timed = _measure_export(
+                plan, export, head, run_dir, env, "inference_generate",
+                ["--batch-sizes", "", "--generate", f"{g['batch_size']},{g['prompt_len']},{g['new_tokens']}"])
+            info["inference_command"].append(timed)
+            inference_info["generation"] = measured["generation"]
         inference_info["process_per_batch_size"] = True
         result["inference_info"] = inference_info
         result["meta_info"]["threads"]["inference"] = inference_info["threads"]
         if plan.evaluation is not None:
-            result["eval_info"].update(_downstream(plan, summary["export"], run_dir, env, info))
+            result["eval_info"].update(_downstream(plan, export, run_dir, env, info))
         info["status"] = "ok"
     except _Failed as failure:
         info.update(status="failed", error=failure.error, failed_phase=failure.phase, returncode=failure.returncode)
@@ -280,6 +264,27 @@ def run_one(spec: RunSpec, plan: Plan, run_dir: Path, meta: dict) -> dict:
         info.update(status="failed", error=traceback.format_exc(limit=5), failed_phase="collect")
     info["total_time"] = time.perf_counter() - start
     return result
+
+
+def _threaded(command: list[str], env: dict, threads: int | None) -> tuple[list[str], dict]:
+    """``command`` and its environment with ``threads`` torch threads (also capping native libraries)."""
+    if not threads:
+        return command, env
+    return [*command, "--threads", str(threads)], {**env, "OMP_NUM_THREADS": str(threads)}
+
+
+def _measure_export(plan: Plan, export: str, head: str, run_dir: Path, env: dict, stem: str,
+                    what: list[str]) -> tuple[dict, str]:
+    """One ``aptune.ablation.inference`` process on the export (``what``: its batch-size / generation arguments);
+    returns what it measured and the command."""
+    inf = plan.inference
+    out_json = run_dir / f"{stem}.json"
+    command, proc_env = _threaded(
+        [sys.executable, "-m", "aptune.ablation.inference", export, "--out", str(out_json), *what, "--seq-len",
+         str(inf.seq_len), "--warmup", str(inf.warmup), "--repeats", str(inf.repeats), "--head", head],
+        env, inf.threads)
+    _run_logged(command, run_dir / f"{stem}.log", plan.timeout_s, proc_env, "inference")
+    return _read_json(out_json), shlex.join(command)
 
 
 def _downstream(plan: Plan, export: str, run_dir: Path, env: dict, info: dict) -> dict:
@@ -294,10 +299,7 @@ def _downstream(plan: Plan, export: str, run_dir: Path, env: dict, info: dict) -
         command += ["--max-samples", str(ev.max_samples)]
     if ev.prompts is not None:
         command += ["--prompts", str(ev.prompts), "--max-new-tokens", str(ev.max_new_tokens)]
-    eval_env = dict(env)
-    if ev.threads:
-        command += ["--threads", str(ev.threads)]
-        eval_env["OMP_NUM_THREADS"] = str(ev.threads)
+    command, eval_env = _threaded(command, env, ev.threads)
     info["downstream_command"] = shlex.join(command)
     _run_logged(command, run_dir / "downstream.log", plan.timeout_s, eval_env, "downstream")
     record = _read_json(out_json)

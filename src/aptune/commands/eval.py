@@ -79,9 +79,13 @@ def _load(args, head: str):
 
     from aptune.models import load_model, load_tokenizer
 
-    tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model, head=head, dtype=getattr(torch, args.dtype))
-    return model.to(_device(args.device)), tokenizer
+    # one invocation may need the same model twice (multiple choice, then --prompts): load it once
+    loaded = vars(args).setdefault("_loaded", {})
+    if head not in loaded:
+        tokenizer = load_tokenizer(args.model)
+        model = load_model(args.model, head=head, dtype=getattr(torch, args.dtype))
+        loaded[head] = model.to(_device(args.device)), tokenizer
+    return loaded[head]
 
 
 def _task_names(task: str) -> list[str]:
