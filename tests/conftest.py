@@ -89,6 +89,12 @@ def model_output(model, inputs):
 
 
 @pytest.fixture
+def no_env_data(monkeypatch):
+    """$APTUNE_DATA unset, so data is found as on a fresh checkout (explicit folder, ../shared/data, hub)."""
+    monkeypatch.delenv("APTUNE_DATA", raising=False)
+
+
+@pytest.fixture
 def tmp_export(tmp_path):
     return tmp_path / "export"
 

@@ -56,7 +56,7 @@ def test_counted_params_equal_closed_form_dense_and_pruned(kind):
 
 
 def test_roberta_base_closed_form_matches_official_count():
-    """apt_method.md §B: RoBERTa-base's budgeted parameters are 85,054,464."""
+    """docs/method.md §B: RoBERTa-base's budgeted parameters are 85,054,464."""
     import transformers as tf
 
     config = tf.RobertaConfig()  # roberta-base dimensions

@@ -11,6 +11,7 @@ import aptune.data.glue as glue
 import aptune.data.resolve as resolve
 from aptune.data import DataFormatError, DataNotFoundError, find_shared_data_dir, load_glue_examples, load_glue_task
 from aptune.data.glue import glue_task_spec, read_glue_file
+from aptune.eval.metrics import compute_metrics
 
 # Rows (train, dev) and dev label balance per id, from the data README (= the official GLUE release).
 COUNTS = {
@@ -22,9 +23,7 @@ COUNTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _no_env_data(monkeypatch):
-    monkeypatch.delenv("APTUNE_DATA", raising=False)
+pytestmark = pytest.mark.usefixtures("no_env_data")
 
 
 def test_shared_data_is_found_beside_the_checkout():
@@ -90,7 +89,7 @@ def test_load_glue_task_tokenizes_subsamples_and_scores(minilm_tokenizer):
     same = load_glue_task("rte", minilm_tokenizer, max_length=32, max_train_samples=50, max_eval_samples=20, seed=3)
     assert [e.origin for e in same.train_examples] == [e.origin for e in task.train_examples]
     labels = [example["labels"] for example in task.eval]
-    assert task.compute_metrics(labels, labels) == {"accuracy": 1.0}
+    assert compute_metrics(task.metric_names, labels, labels, is_regression=task.is_regression) == {"accuracy": 1.0}
     stsb = load_glue_task("stsb", minilm_tokenizer, max_eval_samples=10, include_train=False)
     assert stsb.is_regression and stsb.num_labels == 1 and not stsb.train
     assert isinstance(stsb.eval[0]["labels"], float)

@@ -10,9 +10,7 @@ from aptune.data import DataFormatError, load_instruction_data
 from aptune.data.instruct import IGNORE_INDEX, InstructionRecord, format_prompt_and_response, tokenize_instruction
 
 
-@pytest.fixture(autouse=True)
-def _no_env_data(monkeypatch):
-    monkeypatch.delenv("APTUNE_DATA", raising=False)
+pytestmark = pytest.mark.usefixtures("no_env_data")
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,7 @@ from aptune.data import DataFormatError, load_arc, load_mc_jsonl, load_mc_task, 
 from aptune.data.multiple_choice import MMLU_SUBJECTS
 
 
-@pytest.fixture(autouse=True)
-def _no_env_data(monkeypatch):
-    monkeypatch.delenv("APTUNE_DATA", raising=False)
+pytestmark = pytest.mark.usefixtures("no_env_data")
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,7 @@ from aptune.data import load_glue_task
 from aptune.eval.classification import evaluate_task, predict_task
 
 
-@pytest.fixture(autouse=True)
-def _no_env_data(monkeypatch):
-    monkeypatch.delenv("APTUNE_DATA", raising=False)
+pytestmark = pytest.mark.usefixtures("no_env_data")
 
 
 @pytest.fixture(scope="module")

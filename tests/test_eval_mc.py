@@ -21,9 +21,7 @@ from aptune.eval.mc import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _no_env_data(monkeypatch):
-    monkeypatch.delenv("APTUNE_DATA", raising=False)
+pytestmark = pytest.mark.usefixtures("no_env_data")
 
 
 @pytest.fixture(scope="module")

@@ -6,22 +6,22 @@ import pytest
 import torch
 from conftest import TINY
 
+from aptune.distill.schedule import DistillSchedule, mu_at
 from aptune.model import APTModel
 from aptune.search import (
     PruningSchedule,
     cubic_density,
-    linear_budget,
-    mu_at,
     pruning_steps,
     search_keep_set,
     update_soft_masks,
 )
+from aptune.tuning.budget import RankBudget, linear_budget
 
 SST2 = dict(total_steps=84_200, start=200, end=6315, num_prunings=10, target_density=0.4, warmup_steps=2105)
 
 
 def test_pruning_steps_match_the_official_timeline():
-    schedule = PruningSchedule.build(**SST2, tuning_initial=663_552)
+    schedule = PruningSchedule.build(**SST2)
     assert schedule.steps == [811, 1423, 2034, 2646, 3257, 3869, 4480, 5092, 5703, 6315]
     assert [round(d, 3) for d in schedule.densities] == [1.0, 1.0, 1.0, 0.86, 0.666, 0.536, 0.457, 0.417, 0.402, 0.4]
 
@@ -86,10 +86,12 @@ def test_soft_mask_update_moves_by_alpha_clips_and_goes_binary():
 
 
 def test_tuning_budget_and_mu():
-    schedule = PruningSchedule.build(**SST2, tuning_initial=1000, tuning_ratio=4.0)
-    assert schedule.budget_for(0) == 1000 and schedule.budget_for(10) == 4000 and schedule.budget_for(5) == 2500
+    schedule = PruningSchedule.build(**SST2)
+    budget = RankBudget(initial=1000, ratio=4.0, num_steps=schedule.num_prunings)
+    assert budget.budget_for(0) == 1000 and budget.budget_for(10) == 4000 and budget.budget_for(5) == 2500
     assert linear_budget(3, 10, 663_552, 4.0) == int(663_552 * 1.9)
-    assert schedule.mu(0) == 0 and schedule.mu(200) == 0 and schedule.mu(6315) == 1 and schedule.mu(9000) == 1
+    mu = DistillSchedule(schedule.start, schedule.end)
+    assert mu.mu(0) == 0 and mu.mu(200) == 0 and mu.mu(6315) == 1 and mu.mu(9000) == 1
     assert mu_at(150, 100, 200) == pytest.approx(0.5)
     assert schedule.to_dict()["steps"] == schedule.steps
 

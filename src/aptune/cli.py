@@ -9,18 +9,12 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("prune", "export", "eval", "bench", "train", "ablate", "report")
+COMMANDS = ("train", "export", "prune", "eval", "bench", "ablate", "report")
 
 
 def _load_commands():
-    modules = []
-    for name in COMMANDS:
-        try:
-            modules.append(importlib.import_module(f"aptune.commands.{name}"))
-        except ModuleNotFoundError as err:
-            if err.name != f"aptune.commands.{name}":
-                raise
-    return modules
+    # strict: a listed command whose module is missing is a broken install, not an optional extra
+    return [importlib.import_module(f"aptune.commands.{name}") for name in COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -30,6 +29,17 @@ class DataConfig:
     max_length: int = 64
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    # The user's own data set (aptune.data.user_files); train_file wins over task when set.
+    train_file: str | None = None  # CSV, TSV, JSON Lines (.jsonl/.json) or Parquet, chosen by the extension
+    eval_file: str | None = None  # None: a seeded 10% of train_file is held out for evaluation
+    text_column: str | None = None  # None: the column named "text"
+    text_pair_column: str | None = None  # the second text of a pair (NLI, paraphrase); None: single texts
+    label_column: str | None = None  # None: the column named "label"; floats that are not whole: regression
+    metric: str | None = None  # the primary dev metric (accuracy, f1, mcc, pearson, spearman); None: by labels
+    instruction_field: str = "instruction"  # instruction data (model.head=causal-lm): the Alpaca field names
+    input_field: str = "input"
+    output_field: str = "output"
+    messages_field: str | None = None  # chat records instead: a list of {role, content}; loss on the last answer
 
 
 @dataclass
@@ -83,6 +93,24 @@ class TrainConfig:
 
 
 @dataclass
+class APTConfig:
+    """The method's own settings, all an :class:`aptune.APT` needs (the recipe adds data, model and loop).
+
+    Attributes:
+        prune: what to prune, how far and when (density, salience, schedule).
+        rank: how the adapters' ranks grow.
+        distill: self-distillation.
+        optimizer_reset: drop every AdamW moment at a shape change (the paper) instead of carrying the
+            survivors' over (aptune's default).
+    """
+
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    rank: RankConfig = field(default_factory=RankConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    optimizer_reset: bool = False
+
+
+@dataclass
 class RunConfig:
     output_dir: str = "runs/default"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -107,6 +135,14 @@ class RunConfig:
         if self.train.steps == 0 and self.prune.enabled and not self.prune.before_tuning:
             raise ValueError("train.steps=0 (evaluate and export without tuning) cannot prune on a schedule: set "
                              "prune.enabled=false, or prune.before_tuning=true for one cut before any tuning")
+        if self.data.eval_file and not self.data.train_file:
+            raise ValueError(f"data.eval_file={self.data.eval_file!r} needs data.train_file (the training data of "
+                             "the same table); GLUE tasks (data.task) bring their own dev set")
+
+    @property
+    def method(self) -> APTConfig:
+        """The sections the :class:`aptune.APT` object takes (shared, not copied)."""
+        return APTConfig(self.prune, self.rank, self.distill, self.train.optimizer_reset)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -198,7 +234,3 @@ def _yaml_chain(path: Path) -> list[dict]:
     base = data.pop("base", None)
     chain = _yaml_chain((path.parent / base).resolve()) if base else []
     return chain + [data]
-
-
-def config_json(config: RunConfig) -> str:
-    return json.dumps(config.to_dict(), sort_keys=True)

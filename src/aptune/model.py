@@ -26,8 +26,8 @@ from aptune.families import family_for
 from aptune.families.base import ModelFamily
 from aptune.structures.masks import MaskedNorm, MaskHooks, StructureState
 from aptune.structures.params import ParamCounter
-from aptune.export.modeling_aptune import set_submodule
 from aptune.structures.prune import prune_physically
+from aptune.structures.standins import set_submodule
 
 
 @dataclass
@@ -138,9 +138,6 @@ class APTModel(nn.Module):
         """Budgeted parameters once every zero mask entry is cut (closed form)."""
         return self.counter.count_sizes(self.state.kept_sizes())
 
-    def num_tuning_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-
     # ---------------------------------------------------------------------------------- pruning
     def prune(self) -> dict:
         """Physically remove every structure whose (binary) mask is 0."""
@@ -171,11 +168,12 @@ class APTModel(nn.Module):
             param.requires_grad_(False)
         return model.eval()
 
-    def export(self, directory: str | Path, tokenizer=None) -> Path:
-        """Save the merged, pruned model in Hugging Face format (see ``aptune.export.hf``)."""
+    def export(self, directory: str | Path, tokenizer=None, card: dict | None = None) -> Path:
+        """Save the merged, pruned model in Hugging Face format (see ``aptune.export.hf``) with a model card;
+        ``card`` adds what the folder cannot tell (base model, task, metrics, command; ``aptune.export.card``)."""
         from aptune.export.hf import save_export
 
-        return save_export(self.merged_model(), directory, tokenizer=tokenizer)
+        return save_export(self.merged_model(), directory, tokenizer=tokenizer, card=card)
 
 
 def _drop_observer_hooks(model: nn.Module) -> None:

@@ -20,10 +20,12 @@ import re
 import statistics
 from pathlib import Path
 
-from aptune.ablation.report import _plt, _table, load_results, provenance
+from aptune.ablation.plots import pyplot
+from aptune.ablation.results import failed, finished, load_results, provenance, report_folder
+from aptune.ablation.tables import failed_runs_table, table
 
 REFERENCE = "lora"  # the denominator of "share of lora's average score"
-PAPER_SHARE = {"apt": 0.864}  # APT paper, LLaMA-2-7B at 70% density: 86.4% of LoRA's average (apt_method.md §I)
+PAPER_SHARE = {"apt": 0.864}  # APT paper, LLaMA-2-7B at 70% density: 86.4% of LoRA's average (docs/method.md §I)
 TASK_NAMES = {"arc_easy": "ARC-E", "arc_challenge": "ARC-C", "sciq": "SciQ", "mmlu": "MMLU"}
 
 
@@ -107,7 +109,7 @@ def _answer_cell(text: str, limit: int = 220) -> str:
 
 # ------------------------------------------------------------------------------------------ the report
 def plot_score_vs_latency(rows: dict[str, dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     # runs close together (the dense ones) get their labels above and below the point in turn
     for i, (name, row) in enumerate(sorted(rows.items(), key=lambda item: item[1]["prefill_s"])):
@@ -131,55 +133,51 @@ def plot_score_vs_latency(rows: dict[str, dict], path: Path) -> None:
 def write_comparison_report(runs_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write ``report.md``, ``score_vs_latency.png`` and ``runs.csv``; return the report's path."""
     runs_dir = Path(runs_dir)
-    out = Path(out_dir) if out_dir else runs_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    out = report_folder(runs_dir, out_dir)
     all_results = sorted(load_results(runs_dir), key=lambda r: r["run_info"].get("plan_index", 0))
-    ok = [r for r in all_results if r["run_info"]["status"] == "ok"]
-    failed = [r for r in all_results if r["run_info"]["status"] != "ok"]
-    runs = _by_name(ok)
+    failed_runs = failed(all_results)
+    runs = _by_name(finished(all_results))
     rows = {name: run_row(result, runs) for name, result in runs.items()}
     tasks = [t["task"] for t in next(iter(runs.values()))["eval_info"]["downstream"]] if runs else []
-    acc_share, norm_share = shares(rows, "avg_acc"), shares(rows, "avg_acc_norm")
 
-    lines = [f"# Comparison report: `{runs_dir}`", "", *provenance(all_results, len(failed)), ""]
+    lines = [f"# Comparison report: `{runs_dir}`", "", *provenance(all_results, len(failed_runs)), ""]
     if runs:
         lines += _protocol(next(iter(runs.values())), tasks)
-        lines += ["## Quality", ""]
-        header = ["run", "density", "tuning steps", "held-out loss", "perplexity",
-                  *[f"{TASK_NAMES.get(t, t)} acc / acc_norm" for t in tasks], "avg acc", "avg acc_norm",
-                  f"share of {REFERENCE} (acc / acc_norm)"]
-        table = []
-        for name, row in rows.items():
-            table.append([f"`{name}`", f"{row['density']:.3f}", str(row["tuning_steps"]), _num(row["heldout_loss"]),
-                          _num(row["perplexity"], 2),
-                          *[f"{row[f'{t}_acc']:.3f} / {row[f'{t}_acc_norm']:.3f}" for t in tasks],
-                          f"**{row['avg_acc']:.3f}** ± {_num(row['avg_acc_stderr'])}", f"{row['avg_acc_norm']:.3f}",
-                          f"{_pct(acc_share[name])} / {_pct(norm_share[name])}"])
-        lines += _table(header, table) + [""]
-        lines += _shares_reading(rows, acc_share, norm_share) + [""]
-        lines += ["## Cost", ""]
-        header = ["run", "params (export)", "s / step", "training time (loop / process)", "peak training memory",
-                  "prefill latency", "decoding", "inference memory (prefill / decoding)", "weights on disk"]
-        table = [[f"`{name}`", f"{row['params']:,}", _num(row["s_per_step"], 2),
-                  f"{row['train_time_s'] / 60:.1f} / {row['process_time_s'] / 60:.1f} min", _mib(row["peak_train_rss"]),
-                  f"{row['prefill_s'] * 1e3:,.0f} ms", f"{_num(row['decode_tokens_per_s'], 1)} tokens/s",
-                  f"{_mib(row['prefill_memory'])} / {_mib(row['decode_memory'])}", _mib(row["disk_bytes"])]
-                 for name, row in rows.items()]
-        lines += _table(header, table) + [""]
-        lines += _cost_reading(rows) + [""]
+        lines += _quality_section(rows, tasks) + _cost_section(rows)
         plot_score_vs_latency(rows, out / "score_vs_latency.png")
         lines += ["![average multiple-choice acc against prefill latency](score_vs_latency.png)", ""]
         lines += _generations(runs) + _runs_section(runs, runs_dir)
-    if failed:
-        lines += ["## Failed runs", ""]
-        lines += _table(["run", "phase", "error (last line)"],
-                        [[f"`{r['run_info']['name']}`", str(r["run_info"].get("failed_phase")),
-                          ((r["run_info"].get("error") or "").strip().splitlines() or [""])[-1][:160]]
-                         for r in failed]) + [""]
+    if failed_runs:
+        lines += failed_runs_table(failed_runs)
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     _write_csv(out / "runs.csv", rows)
     return report
+
+
+def _quality_section(rows: dict[str, dict], tasks: list[str]) -> list[str]:
+    """``## Quality``: held-out loss and multiple-choice scores per run, then each run's share of lora's."""
+    acc_share, norm_share = shares(rows, "avg_acc"), shares(rows, "avg_acc_norm")
+    header = ["run", "density", "tuning steps", "held-out loss", "perplexity",
+              *[f"{TASK_NAMES.get(t, t)} acc / acc_norm" for t in tasks], "avg acc", "avg acc_norm",
+              f"share of {REFERENCE} (acc / acc_norm)"]
+    cells = [[f"`{name}`", f"{row['density']:.3f}", str(row["tuning_steps"]), _num(row["heldout_loss"]),
+              _num(row["perplexity"], 2), *[f"{row[f'{t}_acc']:.3f} / {row[f'{t}_acc_norm']:.3f}" for t in tasks],
+              f"**{row['avg_acc']:.3f}** ± {_num(row['avg_acc_stderr'])}", f"{row['avg_acc_norm']:.3f}",
+              f"{_pct(acc_share[name])} / {_pct(norm_share[name])}"] for name, row in rows.items()]
+    return ["## Quality", "", *table(header, cells), "", *_shares_reading(rows, acc_share, norm_share), ""]
+
+
+def _cost_section(rows: dict[str, dict]) -> list[str]:
+    """``## Cost``: training and inference cost per run, then each run against lora (the dense model)."""
+    header = ["run", "params (export)", "s / step", "training time (loop / process)", "peak training memory",
+              "prefill latency", "decoding", "inference memory (prefill / decoding)", "weights on disk"]
+    cells = [[f"`{name}`", f"{row['params']:,}", _num(row["s_per_step"], 2),
+              f"{row['train_time_s'] / 60:.1f} / {row['process_time_s'] / 60:.1f} min", _mib(row["peak_train_rss"]),
+              f"{row['prefill_s'] * 1e3:,.0f} ms", f"{_num(row['decode_tokens_per_s'], 1)} tokens/s",
+              f"{_mib(row['prefill_memory'])} / {_mib(row['decode_memory'])}", _mib(row["disk_bytes"])]
+             for name, row in rows.items()]
+    return ["## Cost", "", *table(header, cells), "", *_cost_reading(rows), ""]
 
 
 def _protocol(result: dict, tasks: list[str]) -> list[str]:
@@ -270,8 +268,8 @@ def _generations(runs: dict[str, dict]) -> list[str]:
              "the prompt formatted with the chat template as in tuning (whitespace collapsed, long answers cut).", ""]
     for i, prompt in enumerate(prompts):
         lines += [f"**{prompt['instruction']}**", ""]
-        lines += _table(["run", "answer"], [[f"`{name}`", _answer_cell(g[i]["answer"])]
-                                            for name, g in answered.items() if i < len(g)]) + [""]
+        lines += table(["run", "answer"], [[f"`{name}`", _answer_cell(g[i]["answer"])]
+                                           for name, g in answered.items() if i < len(g)]) + [""]
     return lines
 
 

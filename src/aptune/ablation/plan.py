@@ -1,6 +1,6 @@
 """An ablation plan: named config patches × tasks × seeds, with profiles (``configs/ablations/*.yaml``).
 
-Ablations are configuration, never code branches (design.md): a plan names one base run config and, per
+Ablations are configuration, never code branches (docs/design.md): a plan names one base run config and, per
 variant, a patch to it. A profile picks the tasks, the seeds, overrides shared by every run (shorter
 training, a data subset, ...) and the inference-timing settings. A run's config is built in this order,
 later layers winning::

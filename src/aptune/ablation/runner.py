@@ -4,8 +4,8 @@ For each run (``aptune.ablation.plan.RunSpec``) the runner
 
 1. writes ``runs/<run_id>/run.yaml``: the plan's base config (``base:``) plus the run's override tree;
 2. trains it with ``python -m aptune train --no-latency --config run.yaml output_dir=runs/<run_id>/train`` in
-   a subprocess, so that the peak RSS the loop records is this run's alone (design.md: "peak RSS of the
-   run's own process on a CPU, so each run gets its own process");
+   a subprocess, so that the peak RSS the loop records is this run's alone (docs/design.md, metric definitions:
+   the process's peak RSS is reported beside the model's own bytes);
 3. measures the exported, merged model in fresh subprocesses (``aptune.ablation.inference``, one per batch
    size, and one for decoding speed when the plan's ``inference.generate`` asks), so that inference memory is
    mixed neither with what training left behind nor with another batch;
@@ -92,12 +92,10 @@ def _gpu_names() -> list[str]:
 
 def meta_info() -> dict:
     """Versions, commit and machine: what a reader needs to reproduce or discount a number."""
-    import aptune
-
-    sha, dirty = _git_sha(Path(aptune.__file__).resolve().parent)
+    sha, dirty = _git_sha(Path(__file__).resolve().parents[1])  # the aptune package folder
     return {
         "aptune_git_sha": sha, "aptune_git_dirty": dirty,
-        "versions": {"aptune": aptune.__version__, "torch": _version("torch"),
+        "versions": {"aptune": _version("aptune"), "torch": _version("torch"),
                      "transformers": _version("transformers"), "accelerate": _version("accelerate")},
         "python": platform.python_version(), "platform": platform.platform(), "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(), "gpus": _gpu_names(),

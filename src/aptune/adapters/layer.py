@@ -2,7 +2,7 @@
 
     y = (W + s·B·A) x + b,   W: (d_out, d_in) frozen,  A: (r, d_in),  B: (d_out, r),  s constant.
 
-Pruning an input or output dimension slices W, b, A's columns or B's rows (apt_method.md §A). Growing the
+Pruning an input or output dimension slices W, b, A's columns or B's rows (docs/method.md §A). Growing the
 rank appends random rows to A and zero columns to B, so the output does not change; the scaling ``s`` is
 kept (the official code rescales alpha with r to the same effect). Every prunable linear of a model is an
 ``APTLinear``; the ones without an adapter simply have rank 0, so one slicing code path serves all.
@@ -151,7 +151,7 @@ class APTLinear(nn.Module):
         return plain_linear(weight, bias)
 
     def rank_score(self) -> torch.Tensor:
-        """Per-rank importance |Σ_j A_kj·∂L/∂A_kj| (apt_method.md §C); zeros before any backward."""
+        """Per-rank importance |Σ_j A_kj·∂L/∂A_kj| (docs/method.md §C); zeros before any backward."""
         if self.lora_A.grad is None:
             return torch.zeros(self.rank, device=self.lora_A.device)
         return (self.lora_A.detach() * self.lora_A.grad).sum(1).abs()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 NAME = "train"
@@ -30,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from aptune.train import train
 
     config = load_config(args.config, args.overrides)
-    summary = train(config)
+    command = ["aptune", "train", *(["--config", args.config] if args.config else []), *args.overrides]
+    summary = train(config, command=shlex.join(command))
     if "stopped_at" in summary or not PartialState(cpu=not torch.cuda.is_available()).is_main_process:
         return 0
     if not args.no_latency:

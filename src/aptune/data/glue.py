@@ -1,4 +1,4 @@
-"""GLUE tasks: reading, tokenizing and scoring SST-2, CoLA, MRPC, RTE, STS-B, QNLI, MNLI and QQP.
+"""GLUE tasks: reading and tokenizing SST-2, CoLA, MRPC, RTE, STS-B, QNLI, MNLI and QQP (scoring: aptune.eval).
 
 API for the trainer::
 
@@ -6,7 +6,7 @@ API for the trainer::
     task.train, task.eval          # lists of {"input_ids", "attention_mask", ["token_type_ids"], "labels"}
     task.num_labels                # 1 for STS-B (regression)
     task.is_regression, task.metric_names, task.primary_metric
-    task.compute_metrics(logits, labels)  # {"accuracy"} / {"f1", "accuracy"} / {"mcc"} / {"pearson", "spearman"}
+    evaluate_task(model, task)     # aptune.eval.classification: the task's metric_names on task.eval
     task.source.describe()         # where the files came from
 
 Data is read from local GLUE-format folders (the layout of the official ``download_glue_data.py``:
@@ -35,7 +35,6 @@ from typing import Any
 from aptune.data.files import DataFormatError, read_tsv
 from aptune.data.resolve import DataSource, load_hub_dataset, resolve_data
 from aptune.data.splits import split_examples, subsample
-from aptune.eval.metrics import compute_metrics
 
 logger = logging.getLogger("aptune.data")
 
@@ -300,10 +299,6 @@ class TaskData:
     notes: list[str] = field(default_factory=list)
     train_examples: list[GlueExample] = field(default_factory=list, repr=False)
     eval_examples: list[GlueExample] = field(default_factory=list, repr=False)
-
-    def compute_metrics(self, predictions, labels) -> dict[str, float]:
-        """The task's metrics from logits ``(N, C)``, class ids ``(N,)`` or regression scores."""
-        return compute_metrics(self.metric_names, predictions, labels, is_regression=self.is_regression)
 
 
 def load_glue_task(

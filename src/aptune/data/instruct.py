@@ -23,6 +23,11 @@ record whose prompt alone leaves no room for a response token is dropped (counte
 
 ``path_or_name`` is ``"alpaca"`` (the shared ``alpaca/alpaca_en_demo.json``, hub fallback
 ``tatsu-lab/alpaca``) or a path to a JSON array / JSON-lines file of such records.
+
+Other field names are given by :class:`InstructionFields` (``prompt``/``completion``...). Chat records
+(``InstructionFields(messages="messages")``: a list of ``{"role", "content"}`` ending with an assistant
+message) put every earlier turn in the prompt and the final assistant message in the response, so the
+loss goes on that last answer.
 """
 
 from __future__ import annotations
@@ -54,49 +59,105 @@ ALPACA_PROMPT_NO_INPUT = (
 PROMPT_STYLES = ("auto", "chat_template", "alpaca")
 
 
+CHAT_ROLES = ("system", "user", "assistant")
+
+
 @dataclass(frozen=True)
 class InstructionRecord:
-    """One Alpaca record; ``origin`` is ``file:line`` or ``hub[index]``."""
+    """One Alpaca record; ``origin`` is ``file:line`` or ``hub[index]``.
+
+    A chat record keeps its whole conversation in ``messages`` (``(role, content)`` pairs, ending with the
+    assistant's answer); ``instruction`` is then its last user turn and ``output`` that answer.
+    """
 
     instruction: str
     input: str
     output: str
     origin: str = ""
+    messages: tuple[tuple[str, str], ...] = ()
 
 
-def _record_from_mapping(mapping: Any, path: str, line: int | None) -> InstructionRecord:
+@dataclass(frozen=True)
+class InstructionFields:
+    """Where a record keeps its parts: three Alpaca-style fields, or (``messages`` set) one chat list."""
+
+    instruction: str = "instruction"
+    input: str = "input"
+    output: str = "output"
+    messages: str | None = None
+
+
+ALPACA_FIELDS = InstructionFields()
+
+
+def record_from_mapping(
+    mapping: Any, path: str, line: int | None, fields: InstructionFields = ALPACA_FIELDS
+) -> InstructionRecord:
+    """One validated record from a parsed JSON object or table row; errors name ``path`` and ``line``."""
+    if fields.messages is not None:
+        return _record_from_messages(mapping, path, line, fields.messages)
+    names = (fields.instruction, fields.input, fields.output)
     if not isinstance(mapping, dict):
         kind = type(mapping).__name__
-        raise DataFormatError(path, line, f"expected a JSON object with instruction/input/output, got {kind}")
-    for key in ("instruction", "output"):
+        raise DataFormatError(path, line, f"expected a JSON object with {'/'.join(names)}, got {kind}")
+    for key in (fields.instruction, fields.output):
         if key not in mapping:
             raise DataFormatError(path, line, f"record has no {key!r} field (fields: {sorted(mapping)})")
-    for key in ("instruction", "input", "output"):
+    for key in names:
         if key in mapping and mapping[key] is not None and not isinstance(mapping[key], str):
             raise DataFormatError(path, line, f"field {key!r} must be a string, got {type(mapping[key]).__name__}")
-    if not mapping["instruction"].strip():
-        raise DataFormatError(path, line, "field 'instruction' is empty")
-    return InstructionRecord(mapping["instruction"], mapping.get("input") or "", mapping["output"], f"{path}:{line}")
+    if not (mapping[fields.instruction] or "").strip():
+        raise DataFormatError(path, line, f"field {fields.instruction!r} is empty")
+    if mapping[fields.output] is None:
+        raise DataFormatError(path, line, f"field {fields.output!r} is empty")
+    return InstructionRecord(mapping[fields.instruction], mapping.get(fields.input) or "", mapping[fields.output],
+                             f"{path}:{line}")
 
 
-def read_instruction_file(path: str | Path) -> list[InstructionRecord]:
-    """Read Alpaca records from a JSON array or JSON-lines file, validating each.
+def _record_from_messages(mapping: Any, path: str, line: int | None, key: str) -> InstructionRecord:
+    """A chat record: ``mapping[key]`` is a list of ``{"role", "content"}`` ending with the assistant's answer."""
+    if not isinstance(mapping, dict) or key not in mapping:
+        found = sorted(mapping) if isinstance(mapping, dict) else type(mapping).__name__
+        raise DataFormatError(path, line, f"expected a record with a {key!r} list of messages; found {found}")
+    turns = mapping[key]
+    if not isinstance(turns, list) or not turns:
+        raise DataFormatError(path, line, f"field {key!r} must be a non-empty list of {{role, content}} messages")
+    messages = []
+    for number, turn in enumerate(turns, start=1):
+        role = turn.get("role") if isinstance(turn, dict) else None
+        content = turn.get("content") if isinstance(turn, dict) else None
+        if role not in CHAT_ROLES or not isinstance(content, str):
+            raise DataFormatError(path, line, f"message {number} of {key!r} must be {{'role': one of "
+                                              f"{', '.join(CHAT_ROLES)}, 'content': a string}}; got {turn!r:.120}")
+        messages.append((role, content))
+    if messages[-1][0] != "assistant" or not messages[-1][1].strip():
+        raise DataFormatError(path, line, f"the last message of {key!r} must be a non-empty assistant answer "
+                                          f"(the loss goes on it); it is a {messages[-1][0]} message")
+    last_user = next((content for role, content in reversed(messages) if role == "user"), "")
+    return InstructionRecord(last_user, "", messages[-1][1], f"{path}:{line}", tuple(messages))
+
+
+def read_instruction_file(path: str | Path, fields: InstructionFields = ALPACA_FIELDS) -> list[InstructionRecord]:
+    """Read Alpaca records (or chat records, see :class:`InstructionFields`) from a JSON array or JSON-lines
+    file, validating each.
 
     Raises:
         DataFormatError: invalid JSON, a missing ``instruction``/``output`` field or a non-string field;
             the message names the file and line.
     """
-    records = [_record_from_mapping(obj, str(path), line) for line, obj in iter_json_records(path)]
+    records = [record_from_mapping(obj, str(path), line, fields) for line, obj in iter_json_records(path)]
     if not records:
         raise DataFormatError(path, None, "no records")
     return records
 
 
-def load_instruction_records(path_or_name: str | Path = "alpaca", data_dir: str | Path | None = None):
-    """Read Alpaca records from a file or by name; returns ``(records, DataSource)``."""
+def load_instruction_records(
+    path_or_name: str | Path = "alpaca", data_dir: str | Path | None = None, fields: InstructionFields = ALPACA_FIELDS
+):
+    """Read Alpaca records from a file (``fields`` names its fields) or by name; returns ``(records, DataSource)``."""
     candidate = Path(path_or_name)
     if candidate.is_file():
-        return read_instruction_file(candidate), DataSource("file", str(candidate))
+        return read_instruction_file(candidate, fields), DataSource("file", str(candidate))
     if str(path_or_name) != "alpaca":
         raise FileNotFoundError(
             f"instruction data {str(path_or_name)!r} is neither an existing JSON/JSONL file nor 'alpaca'"
@@ -110,7 +171,7 @@ def load_instruction_records(path_or_name: str | Path = "alpaca", data_dir: str 
     )
     if resolved.hub_data is not None:
         records = [
-            _record_from_mapping(dict(row), "hub:tatsu-lab/alpaca", index)
+            record_from_mapping(dict(row), "hub:tatsu-lab/alpaca", index)
             for index, row in enumerate(resolved.hub_data)
         ]
         return records, resolved.source
@@ -120,6 +181,20 @@ def load_instruction_records(path_or_name: str | Path = "alpaca", data_dir: str 
 def user_message(record: InstructionRecord) -> str:
     """The user turn for chat templates: the instruction, then the input after a blank line."""
     return f"{record.instruction}\n\n{record.input}" if record.input.strip() else record.instruction
+
+
+def context_messages(record: InstructionRecord) -> list[dict[str, str]]:
+    """The chat turns before the answer: a chat record's conversation up to its last message, else one user
+    turn. Earlier assistant turns are context, so the loss goes on the final answer only."""
+    if record.messages:
+        return [{"role": role, "content": content} for role, content in record.messages[:-1]]
+    return [{"role": "user", "content": user_message(record)}]
+
+
+def plain_conversation_prompt(turns: tuple[tuple[str, str], ...]) -> str:
+    """A conversation for tokenizers without a chat template, in the Alpaca prompt's ``###`` style."""
+    rendered = "".join(f"### {role.capitalize()}:\n{content}\n\n" for role, content in turns)
+    return rendered + "### Assistant:\n"
 
 
 def resolve_prompt_style(tokenizer, prompt_style: str = "auto") -> str:
@@ -138,10 +213,13 @@ def format_prompt_and_response(record: InstructionRecord, tokenizer, prompt_styl
     """Split a record into the prompt text (no loss) and the response text (loss), per the prompt style."""
     style = resolve_prompt_style(tokenizer, prompt_style)
     if style == "alpaca":
-        template = ALPACA_PROMPT_WITH_INPUT if record.input.strip() else ALPACA_PROMPT_NO_INPUT
-        prompt = template.format(instruction=record.instruction, input=record.input)
+        if record.messages:
+            prompt = plain_conversation_prompt(record.messages[:-1])
+        else:
+            template = ALPACA_PROMPT_WITH_INPUT if record.input.strip() else ALPACA_PROMPT_NO_INPUT
+            prompt = template.format(instruction=record.instruction, input=record.input)
         return prompt, record.output + (tokenizer.eos_token or "")
-    messages = [{"role": "user", "content": user_message(record)}]
+    messages = context_messages(record)
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(
         [*messages, {"role": "assistant", "content": record.output}], tokenize=False
@@ -219,6 +297,7 @@ def load_instruction_data(
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     prompt_style: str = "auto",
+    fields: InstructionFields = ALPACA_FIELDS,
 ) -> InstructionData:
     """Load Alpaca-format records, split off a held-out set, and tokenize with response-only labels.
 
@@ -231,13 +310,31 @@ def load_instruction_data(
         data_dir: explicit data folder tried first when ``path_or_name`` is ``"alpaca"``.
         max_train_samples / max_eval_samples: seeded random subsets for quick runs.
         prompt_style: ``"auto"`` (chat template if any, else Alpaca), ``"chat_template"`` or ``"alpaca"``.
+        fields: the field names of a file's records (Alpaca's by default, or a chat ``messages`` list).
 
     Returns:
         An :class:`InstructionData`.
     """
-    records, source = load_instruction_records(path_or_name, data_dir)
-    style = resolve_prompt_style(tokenizer, prompt_style)
+    records, source = load_instruction_records(path_or_name, data_dir, fields)
     train_records, eval_records = split_examples(records, eval_fraction, seed)
+    return tokenize_instruction_splits(train_records, eval_records, source, tokenizer, max_length, seed,
+                                       max_train_samples, max_eval_samples, prompt_style)
+
+
+def tokenize_instruction_splits(
+    train_records: list[InstructionRecord],
+    eval_records: list[InstructionRecord],
+    source: DataSource,
+    tokenizer,
+    max_length: int = 512,
+    seed: int = 0,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    prompt_style: str = "auto",
+) -> InstructionData:
+    """Subsample and tokenize records already split into train and eval (a user's own eval file comes here
+    without a split); arguments as in :func:`load_instruction_data`."""
+    style = resolve_prompt_style(tokenizer, prompt_style)
     train_records = subsample(train_records, max_train_samples, seed)
     eval_records = subsample(eval_records, max_eval_samples, seed)
     counts = {"truncated": 0, "dropped": 0}

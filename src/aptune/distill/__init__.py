@@ -1,5 +1,6 @@
 """Self-distillation: teacher mode over the shared backbone, layer mapping and the loss helpers."""
 
+from aptune.distill.schedule import DistillSchedule, mu_at
 from aptune.distill.self_distill import (
     DistillConfig,
     LayerTransform,
@@ -18,12 +19,14 @@ from aptune.distill.self_distill import (
 
 __all__ = [
     "DistillConfig",
+    "DistillSchedule",
     "LayerTransform",
     "distill_loss",
     "layer_loss",
     "layer_stacks",
     "layer_states",
     "map_layers",
+    "mu_at",
     "mixed_loss",
     "prediction_loss",
     "sample_teacher_layers",

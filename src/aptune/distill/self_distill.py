@@ -1,4 +1,4 @@
-"""Self-distillation helpers (apt_method.md §F): the teacher is the model itself with a frozen snapshot
+"""Self-distillation helpers (docs/method.md §F): the teacher is the model itself with a frozen snapshot
 of its adapters over the shared frozen backbone, so it costs one extra no-grad forward pass and a copy
 of the adapter weights, never a second model.
 

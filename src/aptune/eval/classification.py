@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from aptune.data.collate import LengthGroupedBatchSampler, collate
 from aptune.data.glue import TaskData
+from aptune.eval.metrics import compute_metrics
 
 
 def predict_task(
@@ -59,6 +60,6 @@ def evaluate_task(
             "was it fine-tuned on this task?"
         )
     logits, labels = predict_task(model, task.eval, pad_token_id, batch_size, progress, description=task.name)
-    metrics = task.compute_metrics(logits, labels)
+    metrics = compute_metrics(task.metric_names, logits, labels, is_regression=task.is_regression)
     metrics["n"] = len(task.eval)
     return metrics

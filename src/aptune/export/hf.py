@@ -1,27 +1,27 @@
-"""Write an exported model folder and register its classes.
+"""Write an exported model folder.
 
 The folder holds ``model.safetensors``, ``config.json`` (original dimensions + ``aptune_structure`` +
-``auto_map``), ``modeling_aptune.py`` (copied from this package), the tokenizer and
-``aptune_structure.json`` (kept heads/neurons/dimensions by original index, adapter ranks, parameter count).
+``auto_map``), ``modeling_aptune.py`` (this package's file made self-contained by :func:`modeling_source`),
+the tokenizer and ``aptune_structure.json`` (kept heads/neurons/dimensions by original index, adapter ranks,
+parameter count).
 
 Reload with plain transformers, no aptune needed::
 
     AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
-
-With aptune imported, the classes are also registered with the Auto classes, so
-``trust_remote_code`` is not needed.
 """
 
 from __future__ import annotations
 
+import ast
 import json
-import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from aptune.export import modeling_aptune
+from aptune.export.card import write_model_card
+from aptune.structures import standins
 
 _AUTO_NAMES = {
     "Model": "AutoModel",
@@ -52,8 +52,9 @@ def _auto_map(base_model_type: str, architecture: str) -> dict[str, str]:
     return mapping
 
 
-def save_export(model: nn.Module, directory: str | Path, tokenizer=None) -> Path:
-    """Save a merged model produced by ``APTModel.merged_model()``."""
+def save_export(model: nn.Module, directory: str | Path, tokenizer=None, card: dict | None = None) -> Path:
+    """Save a merged model produced by ``APTModel.merged_model()``, with a ``README.md`` model card made of what
+    the folder records and ``card`` (base model, task, metrics, density, command... see :mod:`aptune.export.card`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     record = getattr(model, "_aptune_record", None)
@@ -79,37 +80,47 @@ def save_export(model: nn.Module, directory: str | Path, tokenizer=None) -> Path
         aptune_structure=shape_record,
     )
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
-    shutil.copy(Path(modeling_aptune.__file__), directory / "modeling_aptune.py")
+    (directory / "modeling_aptune.py").write_text(modeling_source())
     info = {k: record[k] for k in ("family", "kept", "ranks", "params")}
     info["transformers_version"] = __import__("transformers").__version__
     info["torch_version"] = torch.__version__
     (directory / "aptune_structure.json").write_text(json.dumps(info, indent=1))
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
+    write_model_card(directory, card or {})  # last: it reads config.json and aptune_structure.json
     return directory
 
 
-def register_auto_classes() -> None:
-    """Register the Aptune* classes with transformers' Auto classes (no trust_remote_code needed)."""
-    import transformers
+def modeling_source() -> str:
+    """The text of ``modeling_aptune.py`` as an export folder holds it: self-contained, with the code of
+    :mod:`aptune.structures.standins` in place of the package file's import of it (aptune is not installed
+    where exports are loaded, and transformers refuses a remote-code file whose imports it cannot find)."""
+    modeling = Path(modeling_aptune.__file__).read_text()
+    start, end = _import_lines(modeling, standins.__name__)
+    lines = modeling.splitlines(keepends=True)
+    code = _code_after_header(Path(standins.__file__).read_text())
+    inlined = f"# ---- inlined from {standins.__name__}\n{code}\n\n# ---- end of {standins.__name__}\n"
+    return "".join(lines[:start]) + inlined + "".join(lines[end:])
 
-    for name, cls in vars(modeling_aptune).items():
-        if not name.startswith("Aptune") or not name.endswith("Config"):
-            continue
-        try:
-            transformers.AutoConfig.register(cls.model_type, cls, exist_ok=True)
-        except TypeError:  # older transformers without exist_ok
-            try:
-                transformers.AutoConfig.register(cls.model_type, cls)
-            except ValueError:
-                pass
-        stem = name[len("Aptune"):-len("Config")]
-        for model_name, model_cls in vars(modeling_aptune).items():
-            if not model_name.startswith(f"Aptune{stem}") or model_name.endswith("Config"):
-                continue
-            auto = _AUTO_NAMES.get(model_name[len(f"Aptune{stem}"):])
-            if auto:
-                try:
-                    getattr(transformers, auto).register(cls, model_cls, exist_ok=True)
-                except (ValueError, TypeError):
-                    pass
+
+def _import_lines(source: str, module: str) -> tuple[int, int]:
+    """0-based [start, end) line range of the module-level ``from <module> import ...`` in ``source``."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ImportFrom) and node.module == module:
+            return node.lineno - 1, node.end_lineno
+    raise ValueError(f"modeling_aptune.py must import {module} at module level (its code is inlined there)")
+
+
+def _code_after_header(source: str) -> str:
+    """``source`` after its module docstring and ``from __future__`` imports: a future import is only legal
+    at the top of a file (Python itself keeps them there in ``source``), and the host file has its own."""
+    body = ast.parse(source).body
+    header = 1 if body and _is_docstring(body[0]) else 0
+    while header < len(body) and isinstance(body[header], ast.ImportFrom) and body[header].module == "__future__":
+        header += 1
+    first_line = body[header - 1].end_lineno if header else 0
+    return "".join(source.splitlines(keepends=True)[first_line:])
+
+
+def _is_docstring(node: ast.stmt) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)

@@ -1,6 +1,6 @@
 """What a model family must tell aptune: where its prunable structures are and how they couple.
 
-A family is the only code that knows module names (design.md, non-negotiable 2). It describes a model as
+A family is the only code that knows module names (docs/design.md, non-negotiable 2). It describes a model as
 
 * attention sites: one per attention block (BERT layer, LLaMA layer, T5 self/cross attention), with the
   paths of its q, k, v, o projections, the head size and the number of query heads per KV head. The unit
@@ -33,7 +33,7 @@ class AttentionSite:
     o: str
     head_dim: int
     group_size: int  # query heads per KV head (1 = plain multi-head attention)
-    empty_kind: str  # key into modeling_aptune.EMPTY_ATTENTION
+    empty_kind: str  # kind of stand-in: aptune.structures.standins.empty_attention
     layer: int = 0
     stack: str = ""  # "", "encoder", "decoder" (T5 has both)
 
@@ -73,7 +73,7 @@ class ModelFamily(ABC):
     # default adapter placement (roles), as in the paper/official code for this family
     default_adapter_roles: tuple[str, ...] = ("q", "v")
     norm_kind: str = "layernorm"  # or "rms"
-    # Where APT salience observes the hidden dimensions (apt_method.md §C): "stream" = the residual stream
+    # Where APT salience observes the hidden dimensions (docs/method.md §C): "stream" = the residual stream
     # itself, i.e. the outputs of the hidden-size norms (post-LN encoders: the inputs of every attention and
     # FFN block and the encoder output, as the official BERT/RoBERTa scorer); "writers" = the o and down
     # outputs entering the stream (the official T5/LLaMA scorer).

@@ -1,7 +1,7 @@
 """LLaMA-style decoders: LLaMA, Mistral, Qwen2 (pre-RMSNorm, gated SiLU FFN, grouped-query attention).
 
 A head block is a whole KV group: the KV head and the ``num_attention_heads / num_key_value_heads``
-query heads that read it (design.md). Pruning whole groups keeps every layer's group size equal to the
+query heads that read it (docs/design.md). Pruning whole groups keeps every layer's group size equal to the
 config's, so the stock attention code (``repeat_kv`` with ``num_key_value_groups``) runs unchanged.
 """
 

@@ -2,7 +2,7 @@
 
 T5 has no biases and uses RMS norms without centring. The relative position bias is computed once, by
 the first layer of each stack, for all heads, and passed down the stack; a layer whose heads were pruned
-takes the slice of it for its surviving heads (see ``modeling_aptune.install_t5_bias_slicing``).
+takes the slice of it for its surviving heads (see ``aptune.structures.standins.install_t5_bias_slicing``).
 """
 
 from __future__ import annotations

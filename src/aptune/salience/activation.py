@@ -1,4 +1,4 @@
-"""APT's outlier-aware activation salience (apt_method.md §C, pitfall J3).
+"""APT's outlier-aware activation salience (docs/method.md §C, pitfall J3).
 
 Per channel c of an observed activation H (i over batch and tokens):
 
@@ -34,36 +34,25 @@ import warnings
 
 import torch
 
-from aptune.salience.base import (
-    BETA,
-    Salience,
-    channel_groups,
-    effective_weight,
-    masked_flat,
-    outlier_term,
-    token_mask_for,
-    try_module,
-)
+from aptune.salience.base import BETA, channel_groups, effective_weight, masked_flat, outlier_term, try_module
+from aptune.salience.capture import ObservingSalience
 
 
-class APTSalience(Salience):
+class APTSalience(ObservingSalience):
     """Activation × gradient salience with optional kurtosis term, EMA-smoothed.
 
     Args:
         beta: EMA factor (0.85).
         kurtosis: add the outlier term; None = the official choice (on for decoder-only LLaMA-style
-            families, off for encoders and T5; design.md: on by default for decoders).
+            families, off for encoders and T5; docs/design.md: on by default for decoders).
         exclude_padding: leave padding tokens out of the sums when the batch has an attention mask.
     """
 
     name = "apt"
 
     def __init__(self, beta: float = BETA, kurtosis: bool | None = None, exclude_padding: bool = True):
-        super().__init__(beta)
+        super().__init__(beta, exclude_padding)
         self.kurtosis = kurtosis
-        self.exclude_padding = exclude_padding
-        self._handles: list = []
-        self._masks: dict[str, torch.Tensor | None] = {}
         self._pending: dict[str, dict[str, torch.Tensor]] = {}
 
     # ---------------------------------------------------------------------------------- hooks
@@ -71,25 +60,17 @@ class APTSalience(Salience):
         super().attach(apt_model)
         if self.kurtosis is None:
             self.kurtosis = self.family.name == "llama"
-        if self._handles:
-            return self
-        model = apt_model.model
-        if self.exclude_padding:
-            self._handles.append(model.register_forward_pre_hook(_call(self._capture_masks), with_kwargs=True))
+        return self
+
+    def add_observers(self, model) -> None:
+        # prepend: see the projection's own output, before the hidden-mask hook rescales it
         for site in self.family.attention_sites:
-            o = model.get_submodule(site.o)
-            # prepend: see the projection's own output, before the hidden-mask hook rescales it
-            hook = self._observer(("heads", site.name), site.stack)
-            self._handles.append(o.register_forward_hook(hook, prepend=True))
+            self.observe(model.get_submodule(site.o), self._observer(("heads", site.name), site.stack), prepend=True)
         for site in self.family.ffn_sites:
-            down = model.get_submodule(site.down)
-            hook = self._observer(("ffn", site.name), site.stack)
-            self._handles.append(down.register_forward_hook(hook, prepend=True))
+            self.observe(model.get_submodule(site.down), self._observer(("ffn", site.name), site.stack), prepend=True)
         if self.family.hidden_salience_sites == "stream":
             for path in self.family.hidden.norms + self.family.hidden.extra_norms:
-                norm = model.get_submodule(path)
-                self._handles.append(norm.register_forward_hook(self._stream_observer(path)))
-        return self
+                self.observe(model.get_submodule(path), self._stream_observer(path), prepend=False)
 
     def _stream_observer(self, path: str):
         def hook(module, args, output):
@@ -97,22 +78,12 @@ class APTSalience(Salience):
                 if not output.requires_grad and output.grad_fn is None:
                     # the embedding norm sits above every trainable weight: ask autograd for its gradient too
                     output.requires_grad_(True)
-                mask = token_mask_for(self._masks, "", output)
+                mask = self.token_mask("", output)
                 act = masked_flat(output, mask).abs().sum(0)
                 output.register_hook(self._committer(("stream", path), "out", act, mask))
             return None
 
         return hook
-
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self.clear_pending()
-
-    def _capture_masks(self, module, args, kwargs):
-        # the padding masks of the batch being run; hooks below pick the one matching their tokens
-        self._masks = {k: kwargs.get(k) for k in ("attention_mask", "decoder_attention_mask")}
 
     def _observer(self, key: tuple[str, str], stack: str):
         def hook(module, args, output):
@@ -120,13 +91,13 @@ class APTSalience(Salience):
                 return None
             x = args[0]
             if x.requires_grad and x.shape[-1] > 0:
-                mask = token_mask_for(self._masks, stack, x)
+                mask = self.token_mask(stack, x)
                 flat = masked_flat(x, mask)
                 act, xsum = flat.abs().sum(0), flat.sum(0)
                 count = torch.tensor(float(flat.shape[0] if mask is None else mask.sum()))
                 x.register_hook(self._committer(key, "in", act, mask, xsum, count))
             if isinstance(output, torch.Tensor) and output.requires_grad and output.shape[-1] > 0:
-                mask = token_mask_for(self._masks, stack, output)
+                mask = self.token_mask(stack, output)
                 act = masked_flat(output, mask).abs().sum(0)
                 output.register_hook(self._committer(key, "out", act, mask))
             return None
@@ -230,12 +201,3 @@ def _hidden_outliers(contrib: torch.Tensor, size: int) -> torch.Tensor:
     if contrib.shape[0] != size:
         return torch.zeros(size)
     return outlier_term(contrib, 1).float().cpu()
-
-
-def _call(method):
-    """A plain function calling ``method``: a bound method as a hook would drag the whole scorer into any
-    ``copy.deepcopy`` of the model (e.g. the export's), a function is shared instead."""
-    def hook(*args, **kwargs):
-        return method(*args, **kwargs)
-
-    return hook

@@ -1,4 +1,4 @@
-"""Adapter importance for rank growth (apt_method.md §C "Adapter (tuning) salience", §E, pitfall J13).
+"""Adapter importance for rank growth (docs/method.md §C "Adapter (tuning) salience", §E, pitfall J13).
 
 Per adapter and rank slot k: |Σ_j A_kj·∂L/∂A_kj| (``APTLinear.rank_score``; the sum over the input
 dimension comes before the absolute value), EMA-smoothed with β=0.85 on every collecting step. An

@@ -9,8 +9,7 @@ which is exactly what :func:`aptune.search.budget.search_keep_set` takes. Scorer
 
 Blocks are tracked by their original indices (``StructureState.head_index`` etc.), so when the model is
 physically pruned the running averages follow the survivors by themselves: :meth:`Salience.reindex` keeps
-the entries whose original index is still present (apt_method.md §C: "after a physical prune the EMA
-vector is index-selected to the survivors").
+the entries whose original index is still present, as the official scorer does after a cut (docs/method.md §C).
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from torch import nn
 from aptune.families.base import ModelFamily
 from aptune.structures.masks import StructureState
 
-BETA = 0.85  # apt_method.md §C: EMA S̄ ← 0.85·S̄ + 0.15·Ŝ, from 0, no bias correction
+BETA = 0.85  # docs/method.md §C: EMA S̄ ← 0.85·S̄ + 0.15·Ŝ, from 0, no bias correction
 
 
 # ------------------------------------------------------------------------------------ small helpers
@@ -50,7 +49,7 @@ def kurtosis(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 def outlier_term(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """``sqrt(max(kurtosis, 0))`` along ``dim``: the outlier bonus of apt_method.md §C."""
+    """``sqrt(max(kurtosis, 0))`` along ``dim``: the outlier bonus of docs/method.md §C."""
     return kurtosis(x, dim).clamp_min(0).sqrt()
 
 
@@ -264,7 +263,7 @@ def aggregate_blocks(family: ModelFamily, state: StructureState, matrices: dict[
                      biases: dict[str, torch.Tensor] | None = None) -> dict:
     """Sum per-entry non-negative scores of weight matrices into block scores.
 
-    A block owns (apt_method.md §A): for a KV group, its rows of q, k, v and its columns of o; for a
+    A block owns (docs/method.md §A): for a KV group, its rows of q, k, v and its columns of o; for a
     neuron, its row of every FFN input projection and its column of down; for a hidden dimension, its
     column of every reader (q, k, v, up, gate) and its row of every writer (o, down) in every layer.
     Bias entries follow their rows. Linears missing from ``matrices`` contribute nothing.

@@ -1,7 +1,7 @@
 """Weight-based scorers: the ``weight_gradient_salience`` ablation and the magnitude / random baselines.
 
 ``WeightGradientSalience`` is the standard first-order score S(B) = Σ_{(i,j)∈B} |W_ij · ∂L/∂W_ij|
-(apt_method.md §C, "standard weight-gradient salience"). The backbone is frozen, so ∂L/∂W is rebuilt
+(docs/method.md §C, "standard weight-gradient salience"). The backbone is frozen, so ∂L/∂W is rebuilt
 from hooks: for H = W·X, ∂L/∂W = Gᵀ·X summed over tokens (G = ∂L/∂H), and ∂L/∂b = Σ G. This needs a
 weight-sized buffer per projection, which is exactly the memory APT's activation form avoids; the
 ablation measures that cost, so nothing here tries to save it. W_eff = W + s·B·A is used (∂L/∂W equals
@@ -19,13 +19,13 @@ from aptune.salience.base import (
     effective_weight,
     masked_flat,
     site_linears,
-    token_mask_for,
     try_module,
     zero_scores,
 )
+from aptune.salience.capture import ObservingSalience
 
 
-class WeightGradientSalience(Salience):
+class WeightGradientSalience(ObservingSalience):
     """Σ|W_eff ⊙ ∂L/∂W| per block, with ∂L/∂W accumulated from activation hooks, EMA-smoothed.
 
     Args:
@@ -36,20 +36,11 @@ class WeightGradientSalience(Salience):
     name = "weight_gradient"
 
     def __init__(self, beta: float = BETA, exclude_padding: bool = True):
-        super().__init__(beta)
-        self.exclude_padding = exclude_padding
-        self._handles: list = []
-        self._masks: dict[str, torch.Tensor | None] = {}
+        super().__init__(beta, exclude_padding)
         self._grad_w: dict[str, torch.Tensor] = {}
         self._grad_b: dict[str, torch.Tensor] = {}
 
-    def attach(self, apt_model) -> "WeightGradientSalience":
-        super().attach(apt_model)
-        if self._handles:
-            return self
-        model = apt_model.model
-        if self.exclude_padding:
-            self._handles.append(model.register_forward_pre_hook(_call(self._capture_masks), with_kwargs=True))
+    def add_observers(self, model) -> None:
         stacks = {p: s.stack for s in self.family.attention_sites for p in s.linears}
         stacks.update({p: s.stack for s in self.family.ffn_sites for p in (*s.inputs, s.down)})
         for path in site_linears(self.family):
@@ -57,17 +48,7 @@ class WeightGradientSalience(Salience):
             if module is None:  # q/k/v of an attention block already emptied
                 continue
             # prepend: the gradient of the projection's own output, before any mask hook rescales it
-            self._handles.append(module.register_forward_hook(self._observer(path, stacks[path]), prepend=True))
-        return self
-
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self.clear_pending()
-
-    def _capture_masks(self, module, args, kwargs):
-        self._masks = {k: kwargs.get(k) for k in ("attention_mask", "decoder_attention_mask")}
+            self.observe(module, self._observer(path, stacks[path]), prepend=True)
 
     def _observer(self, path: str, stack: str):
         def hook(module, args, output):
@@ -75,7 +56,7 @@ class WeightGradientSalience(Salience):
                 return None
             if output.shape[-1] == 0 or args[0].shape[-1] == 0:
                 return None
-            mask = token_mask_for(self._masks, stack, output)
+            mask = self.token_mask(stack, output)
             x = masked_flat(args[0], mask)  # kept alive until backward: the ablation's memory cost
 
             def on_grad(grad):
@@ -222,12 +203,3 @@ class RandomSalience(Salience):
             "ffn": {n: table["ffn"][n][i] for n, i in state.ffn_index.items()},
             "hidden": table["hidden"][state.hidden_index],
         }
-
-
-def _call(method):
-    """A plain function calling ``method``: a bound method as a hook would drag the whole scorer into any
-    ``copy.deepcopy`` of the model (e.g. the export's), a function is shared instead."""
-    def hook(*args, **kwargs):
-        return method(*args, **kwargs)
-
-    return hook

@@ -4,8 +4,6 @@ from aptune.search.budget import Block, KeepSet, blocks_of, search_keep_set
 from aptune.search.schedule import (
     PruningSchedule,
     cubic_density,
-    linear_budget,
-    mu_at,
     pruning_steps,
     update_soft_masks,
 )
@@ -16,8 +14,6 @@ __all__ = [
     "PruningSchedule",
     "blocks_of",
     "cubic_density",
-    "linear_budget",
-    "mu_at",
     "pruning_steps",
     "search_keep_set",
     "update_soft_masks",

@@ -1,4 +1,4 @@
-"""Pick the structures to keep under a parameter budget (apt_method.md §D).
+"""Pick the structures to keep under a parameter budget (docs/method.md §D).
 
 Every block (KV group, FFN neuron, hidden dimension) gets a density = salience / parameter cost. Blocks
 are sorted by density, and a binary search finds the longest prefix whose closed-form parameter count

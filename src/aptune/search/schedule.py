@@ -1,10 +1,10 @@
-"""When to prune and how much: pruning steps, cubic density, soft-mask decay, tuning budget and μ.
+"""When to prune and how much: pruning steps, cubic density and soft-mask decay.
 
 Step convention used throughout: ``step`` is the index of the training step being run, i.e. the number
 of optimizer updates already done (HF Trainer's ``global_step`` before its increment). "Pruning at step p"
 means: after the step with index p−1 has updated the optimizer (``global_step`` becomes p).
 
-The pieces (apt_method.md §D, §E, §F and the worked timeline in §G):
+The pieces (docs/method.md §D, §E, §F and the worked timeline in §G):
 
 * :func:`pruning_steps`: N steps evenly spaced in (start, end]: ``linspace(start, end, N+1)`` without its
   first point, truncated to integers (SST-2: 811, 1423, …, 6315), the last one exactly ``end``;
@@ -12,8 +12,11 @@ The pieces (apt_method.md §D, §E, §F and the worked timeline in §G):
   ρ0 during a warm-up plateau and is exactly ρT at ``end`` (the last pruning step);
 * :func:`update_soft_masks`: keep-set masks +α, prune-set masks −α (α = 0.01), clipped to [0, 1], or
   exactly 0/1 on the last update before a cut;
-* :class:`PruningSchedule`: all of it for one run, including the linear tuning budget N0 → ratio·N0
-  (reached at the last pruning step) and μ rising 0 → 1 over the pruning window.
+* :class:`PruningSchedule`: all of it for one run.
+
+The tuning budget that rank growth follows at the same steps lives with the tuning part
+(``aptune.tuning.budget.RankBudget``), the distillation weight μ with the distillation part
+(``aptune.distill.schedule.DistillSchedule``).
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ def update_soft_masks(state: StructureState, keep: KeepSet, alpha: float = 0.01,
     """Move every mask one step toward the keep set: +α for kept blocks, −α for the others, in [0, 1].
 
     The keep set is recomputed from the current salience at every call, so a partly decayed block can
-    climb back (apt_method.md §D). ``binary=True`` sets the masks to exactly 0/1, the last update before
+    climb back (docs/method.md §D). ``binary=True`` sets the masks to exactly 0/1, the last update before
     a physical cut.
     """
 
@@ -94,19 +97,6 @@ def update_soft_masks(state: StructureState, keep: KeepSet, alpha: float = 0.01,
     )
 
 
-def linear_budget(k: int, num_prunings: int, initial: float, ratio: float) -> int:
-    """Tuning budget at the k-th of N pruning steps (k = 1..N): N0 + (ratio−1)·N0·k/N; ratio·N0 at k = N."""
-    k = max(0, min(k, num_prunings))
-    return int(initial + (ratio - 1.0) * initial * k / num_prunings)
-
-
-def mu_at(step: float, start: int, end: int) -> float:
-    """Distillation weight μ = clip((t − start)/(end − start), 0, 1) (apt_method.md §F, addendum)."""
-    if end <= start:
-        return 1.0 if step >= end else 0.0
-    return float(min(1.0, max(0.0, (step - start) / (end - start))))
-
-
 @dataclass
 class PruningSchedule:
     """Every scheduled quantity of one run (serialisable with :meth:`to_dict`).
@@ -115,7 +105,7 @@ class PruningSchedule:
 
     * :meth:`mask_action` → None, ``"decay"`` or ``"binary"`` (after backward and the salience update);
     * :meth:`is_pruning_step` (after the optimizer step: cut, grow ranks, fix the optimizer);
-    * :meth:`density_for` / :meth:`budget_for` the k-th pruning step's targets; :meth:`mu`.
+    * :meth:`density_for` the k-th pruning step's target.
     """
 
     total_steps: int
@@ -126,15 +116,12 @@ class PruningSchedule:
     target_density: float
     steps: list[int] = field(default_factory=list)
     densities: list[float] = field(default_factory=list)
-    tuning_initial: int = 0
-    tuning_ratio: float = 4.0
     decay_steps: int = 200
     alpha: float = 0.01
 
     @classmethod
     def build(cls, total_steps: int, start: int, end: int, num_prunings: int, target_density: float,
-              start_density: float = 1.0, warmup_steps: int = 0, tuning_initial: int = 0,
-              tuning_ratio: float = 4.0, decay_steps: int = 200, alpha: float = 0.01,
+              start_density: float = 1.0, warmup_steps: int = 0, decay_steps: int = 200, alpha: float = 0.01,
               min_gap: int = 1) -> "PruningSchedule":
         """The schedule of one run.
 
@@ -145,8 +132,6 @@ class PruningSchedule:
             target_density: ρT; the last pruning step reaches it exactly.
             start_density: ρ0.
             warmup_steps: length of the no-pruning plateau after ``start`` (official: 1 epoch).
-            tuning_initial: N0, the trainable adapter parameters at the start (0 = no growth budget).
-            tuning_ratio: the budget reaches ``tuning_ratio·N0`` at the last pruning step (official 4).
             decay_steps: masks decay during this many steps before a pruning step (official 200).
             alpha: soft-mask step (official 0.01).
             min_gap: see :func:`pruning_steps`.
@@ -158,7 +143,7 @@ class PruningSchedule:
         densities = [cubic_density(t, start_density, target_density, end, warmup_end) for t in steps]
         densities[-1] = float(target_density)
         return cls(total_steps, start, end, warmup_end, float(start_density), float(target_density), steps,
-                   densities, int(tuning_initial), float(tuning_ratio), int(decay_steps), float(alpha))
+                   densities, int(decay_steps), float(alpha))
 
     # ------------------------------------------------------------------------------ queries
     @property
@@ -188,16 +173,12 @@ class PruningSchedule:
         """Target density of the k-th pruning step (1-based); ρ0 before the first."""
         return self.start_density if k < 1 else self.densities[min(k, self.num_prunings) - 1]
 
-    def budget_for(self, k: int) -> int:
-        """Adapter parameter budget at the k-th pruning step (linear N0 → ratio·N0)."""
-        return linear_budget(k, self.num_prunings, self.tuning_initial, self.tuning_ratio)
-
     def mask_action(self, step: int) -> str | None:
         """What the soft masks do during training step ``step`` (index of the step being run).
 
         ``"decay"`` in the ``decay_steps`` steps before a pruning step p (never before the previous
         pruning step), ``"binary"`` in step p−1, the last update before the cut, and None otherwise or
-        when p's target density is still ρ0 (nothing to prune, apt_method.md §D).
+        when p's target density is still ρ0 (nothing to prune, docs/method.md §D).
         """
         upcoming = self.next_pruning_step(step + 1)
         if upcoming is None:
@@ -211,10 +192,6 @@ class PruningSchedule:
         if step >= max(upcoming - self.decay_steps, previous):
             return "decay"
         return None
-
-    def mu(self, step: float) -> float:
-        """Distillation weight: 0 → 1 linearly over the pruning window (start, end)."""
-        return mu_at(step, self.start, self.end)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -5,7 +5,7 @@ neuron) and one hidden mask shared by the whole model, each sized to the model's
 shape, plus the original indices of what is still there (so masks, records and exports always refer to
 the pretrained model's numbering).
 
-Masks enter through hooks on stock modules, never through edited modeling code (apt_method.md §B):
+Masks enter through hooks on stock modules, never through edited modeling code (docs/method.md §B):
 
 * head mask: multiplies each group's slice of the output projection's input (the per-head context);
 * neuron mask: multiplies the down projection's input (the FFN activations);
@@ -16,8 +16,6 @@ With binary masks this is exactly the physically pruned model (tests/test_core_i
 """
 
 from __future__ import annotations
-
-import json
 
 import torch
 from torch import nn
@@ -108,9 +106,6 @@ class StructureState:
         for name in self.ffn:
             self.ffn[name] = tensors[f"ffn/{name}"].float()
             self.ffn_index[name] = tensors[f"ffn_index/{name}"].long()
-
-    def summary_json(self) -> str:
-        return json.dumps(self.kept_sizes())
 
 
 def _checked_mask(mask, size: int, what: str) -> torch.Tensor:

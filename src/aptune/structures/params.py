@@ -1,4 +1,4 @@
-"""Closed-form parameter count of the prunable part of a model (apt_method.md §B, eq. 6).
+"""Closed-form parameter count of the prunable part of a model (docs/method.md §B, eq. 6).
 
 The budget counts what the paper counts: every attention and FFN projection and every norm inside the
 layers, with biases; not the embeddings, the embedding/final norms or the task head. For an attention site

@@ -1,4 +1,4 @@
-"""Physical pruning: cut every tensor that a zero mask entry makes dead (apt_method.md §A, §B).
+"""Physical pruning: cut every tensor that a zero mask entry makes dead (docs/method.md §A, §B).
 
 * a KV group of an attention site: its query heads' rows of q, its rows of k and v (and of the adapters'
   B), its query heads' columns of o (and of o's adapter A); a site with no group left is replaced by an
@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from aptune.adapters.layer import APTLinear
-from aptune.export.modeling_aptune import empty_attention, install_t5_bias_slicing, set_submodule
 from aptune.families.base import ModelFamily
 from aptune.structures.masks import MaskedNorm, StructureState
+from aptune.structures.standins import empty_attention, install_t5_bias_slicing, set_submodule
 
 
 def _kept(mask: torch.Tensor, what: str) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""The APT training loop (one readable file: ``loop.py``)."""
+"""``aptune train``: the recipe around :class:`aptune.APT` (``recipe.py``), its tasks and checkpoints."""
 
-from aptune.train.loop import train
+from aptune.train.recipe import train
 
 __all__ = ["train"]

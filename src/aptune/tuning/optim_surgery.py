@@ -2,12 +2,12 @@
 
 Physical pruning and rank growth replace Parameters with new, differently shaped ones. The official code
 rebuilds AdamW from scratch each time (moments lost) and forgets to re-bind the LR scheduler
-(apt_method.md §E, pitfalls J6, J15). Here the *existing* optimizer is mutated in place: the new
+(docs/method.md §E, pitfalls J6, J15). Here the *existing* optimizer is mutated in place: the new
 Parameters take the old ones' places in ``param_groups``, and their AdamW state is carried over:
 
 * a cut along ``dim`` to indices ``keep``: every state tensor shaped like the old parameter
   (``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``) is ``index_select``-ed; ``step`` is kept;
-* a growth along ``dim``: old values first, zeros for the new slots (design.md); ``step`` is kept.
+* a growth along ``dim``: old values first, zeros for the new slots (docs/design.md); ``step`` is kept.
 
 Because the optimizer object and its ``param_groups`` dicts stay the same, a ``LambdaLR`` (or any
 scheduler) built on it keeps working with no re-binding. ``mode="reset"`` reproduces the paper instead:
@@ -128,7 +128,7 @@ class OptimizerSurgery:
     Args:
         optimizer: a ``torch.optim.Optimizer`` (or a wrapper exposing ``.optimizer``).
         modules: the modules whose parameters may change (the APTModel, the layer transform, ...).
-        mode: "carry" (moments follow the survivors, design.md) or "reset" (all state dropped, paper).
+        mode: "carry" (moments follow the survivors, docs/design.md) or "reset" (all state dropped, paper).
     """
 
     def __init__(self, optimizer, *modules: nn.Module, mode: str = "carry"):

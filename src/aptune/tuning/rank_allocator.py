@@ -1,4 +1,4 @@
-"""Adaptive tuning: grow adapter ranks where they matter, at pruning steps (apt_method.md §E).
+"""Adaptive tuning: grow adapter ranks where they matter, at pruning steps (docs/method.md §E).
 
 Tuning parameters are counted as P = Σ_adapters (d_in + d_out)·r over the adapters' current (possibly
 pruned) shapes. At a pruning step with budget N_k (linear N0 → 4·N0, see ``search.schedule``):

@@ -1,0 +1,319 @@
+"""``APT``: adaptive pruning and tuning as one object that any training loop drives.
+
+The object owns every decision of the method (docs/method.md §G): the salience scorer and adapter
+importance, the pruning schedule and keep-set search, the soft masks, the pruning steps, rank growth, the
+optimizer surgery that follows a shape change, and the self-distillation loss. The loop keeps what is
+the loop's: data, optimizer, LR schedule, gradient clipping, evaluation, checkpoints::
+
+    model = APTModel.from_pretrained("minilm", num_labels=2)
+    apt = APT(model, APTConfig(), total_steps=1000)
+    optimizer = torch.optim.AdamW(apt.trainable_parameters(), lr=5e-4)
+    for batch in batches:
+        apt.compute_loss(batch).loss.backward()   # CE, or the μ-mix with self-distillation while pruning
+        apt.after_backward()                      # salience and adapter importance
+        optimizer.step(); optimizer.zero_grad()
+        apt.after_optimizer_step(optimizer)       # soft masks; at a pruning step: cut, grow ranks, fix AdamW
+    model.export("out")
+
+Every call works on the model's current shapes; after a pruning step the optimizer already holds the new
+Parameters (same optimizer object and param groups, so an LR scheduler built on it continues), and the
+returned :class:`PruningEvent` tells the loop that the set of trainable tensors changed.
+
+Several processes (``accelerate launch``): salience and adapter importance are averaged across processes
+after every update, so every process takes the same mask, pruning and growth decisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import torch
+import torch.distributed as dist
+
+from aptune.config import APTConfig
+from aptune.distill.schedule import DistillSchedule
+from aptune.distill.self_distill import LayerTransform, distill_loss, mixed_loss, snapshot_teacher, teacher_mode
+from aptune.model import APTModel
+from aptune.salience import AdapterImportance, build_scorer
+from aptune.search import search_keep_set
+from aptune.search.schedule import PruningSchedule, update_soft_masks
+from aptune.tuning.budget import RankBudget
+from aptune.tuning.optim_surgery import OptimizerSurgery
+from aptune.tuning.rank_allocator import grow_ranks, tuning_params
+
+
+# ------------------------------------------------------------------------------- several processes
+
+
+def distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def average_across_processes(tensors: Iterable[torch.Tensor]) -> None:
+    """Average tensors in place across processes (no-op in a single process)."""
+    if not distributed():
+        return
+    for tensor in tensors:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor /= dist.get_world_size()
+
+
+def _sync_scores(tracker) -> None:
+    """Average a salience tracker's running scores across processes, so every process decides alike."""
+    if not distributed():
+        return
+    tensors = {k: v.clone() for k, v in tracker.state_dict().items()}
+    average_across_processes([v for v in tensors.values() if v.is_floating_point()])
+    tracker.load_state_dict(tensors)
+
+
+# ----------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class APTLoss:
+    """What :meth:`APT.compute_loss` returns: the loss to minimise and how it was made."""
+
+    loss: torch.Tensor
+    outputs: Any  # the student's model output
+    mu: float = 0.0  # weight of the distillation loss (0: cross-entropy only)
+    parts: dict[str, float] = field(default_factory=dict)  # the distillation terms, for logs
+
+
+@dataclass
+class PruningEvent:
+    """What happened at a pruning step (also a rank-growth step; without pruning only ranks grow)."""
+
+    step: int  # optimizer steps done
+    k: int  # 1-based index of the pruning step
+    num_steps: int
+    pruned: bool  # pruning is enabled (False: a rank-growth step only)
+    removed: dict[str, int]
+    ranks: dict[str, int]
+    params: int
+    density: float
+    target_density: float
+    tuning_params: int
+    reached_target: bool  # the last pruning step: the model now has its target density
+    distillation_started: bool  # the teacher was taken for the first time
+
+
+# -------------------------------------------------------------------------------------------- APT
+
+
+class APT:
+    """Adaptive pruning and tuning of one :class:`APTModel`.
+
+    Args:
+        model: the wrapped model (adapters, masks, physical pruning).
+        config: the method's settings (:class:`aptune.config.APTConfig`).
+        total_steps: optimizer steps the loop will run (the schedules are laid out over them; 0: no
+            tuning, only the one cut of ``prune.before_tuning``).
+        seed: seeds the draws of the method itself (distillation layers, new adapter rows).
+    """
+
+    def __init__(self, model: APTModel, config: APTConfig | None = None, total_steps: int = 1000, seed: int = 0):
+        self.model = model
+        self.config = config or APTConfig()
+        self.total_steps = int(total_steps)
+        self.step = 0  # optimizer steps done
+        self.best: float | None = None  # best dev score reported (the teacher follows it)
+        self.teacher_ready = False
+        p = self.config.prune
+        self.schedule = _pruning_schedule(p, self.total_steps)
+        self.rank_budget = RankBudget(tuning_params(model), self.config.rank.budget_ratio, self.schedule.num_prunings)
+        self.mu_schedule = DistillSchedule(self.schedule.start, self.schedule.end)
+        self.max_rank = int(self.config.rank.max_rank_ratio * max(1, model.adapter_config.rank))
+        self.scorer = build_scorer(p.salience, **({"kurtosis": p.kurtosis} if p.salience == "apt" else {})).attach(model)
+        if not p.enabled:
+            self.scorer.detach()  # no pruning: its hooks would only cost time (its empty state still checkpoints)
+        self.importance = AdapterImportance().attach(model)
+        d = self.config.distill
+        self.transform = LayerTransform(model, rank=d.transform_rank) if d.enabled else None
+        self.generator = torch.Generator().manual_seed(seed)
+
+    # ------------------------------------------------------------------------------------ queries
+    @property
+    def last_pruning_step(self) -> int:
+        """The step at which the target density is reached (0 without pruning)."""
+        return self.schedule.steps[-1] if self.schedule.steps and self.config.prune.enabled else 0
+
+    def collecting(self) -> bool:
+        """Salience and adapter importance are gathered from the first to the last pruning step."""
+        return self.schedule.start <= self.step < (self.schedule.steps[-1] if self.schedule.steps else 0)
+
+    def mu(self) -> float:
+        """Weight of the distillation loss in this step. Self-distillation runs while pruning, from the first
+        pruning step (the first teacher) to the last; after the target density the model recovers on the
+        task loss alone, as the official code does after its distillation phase."""
+        distilling = self.config.distill.enabled and self.teacher_ready and self.step < self.last_pruning_step
+        return self.mu_schedule.mu(self.step) if distilling else 0.0
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """What the optimizer updates: the model's trainable tensors, then the distillation transform's."""
+        params = [q for q in self.model.parameters() if q.requires_grad]
+        if self.transform is not None:
+            params += [q for q in self.transform.parameters() if q.requires_grad]
+        return params
+
+    def density(self) -> float:
+        return self.model.num_params() / self.model.original_params
+
+    def schedules(self) -> dict:
+        """Every scheduled quantity of the run, for ``schedule.json``."""
+        return {**self.schedule.to_dict(), "rank_budget": self.rank_budget.to_dict(),
+                "distill": self.mu_schedule.to_dict()}
+
+    # ------------------------------------------------------------------------------- the step calls
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> APTLoss:
+        """The loss to minimise for ``batch``: the model's own loss, or μ·distillation + (1−μ)·CE."""
+        mu = self.mu()
+        if mu > 0:
+            with torch.no_grad(), teacher_mode(self.model, masks=self.config.distill.teacher_masks):
+                teacher_out = self.model(**batch, output_hidden_states=True)
+        student_out = self.model(**batch, output_hidden_states=mu > 0)
+        if student_out.loss is None:
+            raise ValueError(f"the model returned no loss for a batch with keys {sorted(batch)}: a training batch needs "
+                             "`labels` (class ids, scores, or token ids with -100 where no loss is taken)")
+        loss, parts = student_out.loss, {}
+        if mu > 0:
+            dloss, parts = distill_loss(student_out, teacher_out, self.model, self.config.distill, self.transform,
+                                        self.generator, attention_mask=batch.get("attention_mask"))
+            loss = mixed_loss(loss, dloss, mu)
+        return APTLoss(loss, student_out, mu, parts)
+
+    def after_backward(self) -> None:
+        """Fold this step's observations into the block salience and the adapter importance.
+
+        Call it after ``backward()`` (and after gradients are averaged across processes) and before gradient
+        clipping: the adapter importance reads the adapters' raw gradients."""
+        if not self.collecting():
+            return
+        if self.config.prune.enabled:
+            self.scorer.update()
+            _sync_scores(self.scorer)
+        if self.config.rank.strategy == "salience":
+            self.importance.update()
+            _sync_scores(self.importance)
+
+    def after_optimizer_step(self, optimizer=None) -> PruningEvent | None:
+        """Move the soft masks; at a pruning step cut, grow ranks and carry ``optimizer`` across the change.
+
+        Returns the :class:`PruningEvent` at a pruning step (the trainable tensors changed: the optimizer
+        already holds the new ones), None otherwise."""
+        self._move_soft_masks()
+        self.step += 1
+        if not self.schedule.is_pruning_step(self.step):
+            return None
+        return self._pruning_step(optimizer)
+
+    def report_score(self, score: float, higher_is_better: bool = True) -> bool:
+        """Tell the method a dev score; on a new best the teacher becomes the current adapters. True if best."""
+        improved = self.best is None or (score > self.best if higher_is_better else score < self.best)
+        if improved:
+            self.best = score
+            if self.config.distill.enabled and self.teacher_ready:
+                snapshot_teacher(self.model)
+        return improved
+
+    # ------------------------------------------------------------------------------ pruning steps
+    def _move_soft_masks(self) -> None:
+        """In the decay window before a pruning step, masks move toward the budgeted keep set."""
+        action = self.schedule.mask_action(self.step) if self.config.prune.enabled else None
+        if action is None:
+            return
+        k = self.schedule.pruning_index(self.step + 1)
+        keep = search_keep_set(self.scorer.scores(), self.model.state, self.model.counter,
+                               int(self.schedule.density_for(k) * self.model.original_params),
+                               round_to=self.config.prune.round_to)
+        update_soft_masks(self.model.state, keep, self.schedule.alpha, binary=action == "binary")
+
+    def _pruning_step(self, optimizer) -> PruningEvent:
+        k = self.schedule.steps.index(self.step) + 1
+        mode = "reset" if self.config.optimizer_reset else "carry"
+        with OptimizerSurgery(optimizer, self.model, *([self.transform] if self.transform else []), mode=mode):
+            removed = self.model.prune()
+            if self.transform is not None:
+                self.transform.sync()
+            ranks = grow_ranks(self.model, self.importance.scores(), self.rank_budget.budget_for(k),
+                               self.config.rank.strategy, self.max_rank, self.generator)
+        self.scorer.reindex()  # follow the cut now, before the next step's observations arrive in the new shapes
+        self.importance.reset()
+        pruned = self.config.prune.enabled
+        first_teacher = self.config.distill.enabled and pruned and not self.teacher_ready
+        if first_teacher:
+            snapshot_teacher(self.model)
+            self.teacher_ready = True
+        return PruningEvent(self.step, k, self.schedule.num_prunings, pruned, removed, ranks, self.model.num_params(),
+                            self.density(), self.schedule.density_for(k), tuning_params(self.model),
+                            pruned and k == self.schedule.num_prunings, first_teacher)
+
+    def prune_before_tuning(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, int]:
+        """One cut to the target density before any tuning (docs/method.md §D, the paper's large-model
+        setting): salience from ``prune.calibration_batches`` batches (forward and backward, no optimizer
+        step), then the budget search and a physical cut. Returns what was removed."""
+        p = self.config.prune
+        for _, batch in zip(range(p.calibration_batches), batches):
+            self.model(**batch).loss.backward()
+            self.scorer.update()
+            _sync_scores(self.scorer)
+        self.model.zero_grad(set_to_none=True)
+        keep = search_keep_set(self.scorer.scores(), self.model.state, self.model.counter,
+                               int(p.density * self.model.original_params), round_to=p.round_to)
+        self.model.state.set_masks(heads=keep.heads, ffn=keep.ffn, hidden=keep.hidden)
+        removed = self.model.prune()
+        self.scorer.reindex()
+        if self.transform is not None:
+            self.transform.sync()
+        return removed
+
+    # ---------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """The method's whole state: counters, the salience and importance EMAs, the generator and the
+        distillation transform. Tensors and plain values only (checkpoints split them into safetensors and
+        JSON). The model's own state (weights, masks, ranks, teacher copies) is the model's."""
+        state: dict[str, Any] = {
+            "step": self.step, "best": self.best, "teacher_ready": self.teacher_ready,
+            "scorer": self.scorer.state_dict(), "importance": self.importance.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+        if self.transform is not None:
+            state["transform"] = {"rank": self.transform.linear.rank,
+                                  **{k: v.detach().cpu() for k, v in self.transform.state_dict().items()}}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the model must already have the shapes it had then (checkpoints
+        restore the model first)."""
+        self.step, self.best, self.teacher_ready = int(state["step"]), state["best"], bool(state["teacher_ready"])
+        self.scorer.load_state_dict(state["scorer"])
+        self.importance.load_state_dict(state["importance"])
+        self.generator.set_state(state["generator"])
+        if self.transform is not None:
+            saved = dict(state["transform"])
+            self.transform.sync()  # to the model's surviving hidden dimensions
+            self.transform.linear.grow_rank(int(saved.pop("rank")))
+            with torch.no_grad():
+                for name, tensor in self.transform.state_dict().items():
+                    tensor.copy_(saved[name])
+
+
+def _pruning_schedule(p, total_steps: int) -> PruningSchedule:
+    """The pruning schedule of ``prune`` settings over ``total_steps`` steps."""
+    if total_steps == 0:  # evaluate and export only: the untuned model (after the one cut, with before_tuning)
+        density = p.density if p.enabled else 1.0
+        return PruningSchedule(0, 0, 0, 0, start_density=density, target_density=density)
+    start, end = min(p.start_step, total_steps - 1), max(int(p.end_fraction * total_steps), p.start_step + 1)
+    if end > total_steps:
+        raise ValueError(f"the pruning window does not fit in {total_steps} training steps: prune.start_step="
+                         f"{p.start_step} and prune.end_fraction={p.end_fraction} put the last pruning step at {end}; "
+                         f"lower prune.start_step below {int(p.end_fraction * total_steps)} or train longer")
+    return PruningSchedule.build(
+        total_steps=total_steps, start=start, end=end, num_prunings=p.num_steps,
+        target_density=p.density if p.enabled else 1.0,
+        # pruned once before tuning: the schedule then only carries the rank-growth steps
+        start_density=p.density if (p.enabled and p.before_tuning) else 1.0,
+        warmup_steps=int(p.warmup_fraction * total_steps),
+        decay_steps=max(1, int(1.0 / p.mask_lr)) + 2, alpha=p.mask_lr,
+    )

@@ -1,0 +1,343 @@
+"""``aptune train``: the recipe around :class:`aptune.APT`, as setup, loop, evaluate and save.
+
+The method's decisions (salience, masks, pruning steps, rank growth, optimizer surgery, distillation) are the
+APT object's; this file only orchestrates: data, model, optimizer and LR schedule, the loop, evaluation,
+logs, checkpoints and the export. Every ablation is a config patch (docs/design.md), never a branch here.
+
+Several processes (``accelerate launch --num_processes N``): each process trains on its shard of the
+data; gradients are averaged here after every backward and salience inside the APT object, so every
+process makes the same decisions and holds the same weights (data parallelism with an explicit all-reduce
+instead of a DDP wrapper, which would have to be rebuilt after every physical cut).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from accelerate import PartialState
+
+from aptune.config import RunConfig
+from aptune.data import make_dataloader, seed_everything
+from aptune.method import APT, APTLoss, PruningEvent, average_across_processes
+from aptune.model import AdapterConfig, APTModel
+from aptune.models import load_model, load_tokenizer
+from aptune.train.checkpoint import latest_checkpoint, restore_loop, restore_method, restore_model, save_checkpoint
+from aptune.train.progress import JsonlLog, Progress
+from aptune.train.tasks import TrainTask, load_train_task, set_label_names
+from aptune.tuning.rank_allocator import tuning_params
+
+
+@dataclass
+class Run:
+    """Everything one training run holds."""
+
+    config: RunConfig
+    out: Path
+    proc: Any  # accelerate's PartialState
+    log: JsonlLog
+    tokenizer: Any
+    task: TrainTask
+    shard: list
+    batches: Iterator[dict[str, torch.Tensor]]
+    apt: APT
+    optimizer: torch.optim.Optimizer | None = None
+    lr_schedule: Any = None
+    params: list = field(default_factory=list)  # the optimizer's tensors, in its order
+    history: list[dict] = field(default_factory=list)  # dev evaluations
+    pruning_accuracy: float | None = None  # the dev metric at the target density, before recovery
+    first_step: int = 0
+    start_time: float = 0.0
+
+    @property
+    def model(self) -> APTModel:
+        return self.apt.model
+
+    def wall(self) -> float:
+        return time.perf_counter() - self.start_time
+
+
+def train(config: RunConfig, command: str | None = None) -> dict:
+    """Run one configured training; returns the summary (also written to ``summary.json``).
+
+    Args:
+        command: the command line that started the run, for the export's model card.
+    """
+    run = setup(config)
+    stopped_at = loop(run)
+    if stopped_at is not None:
+        return {"stopped_at": stopped_at}
+    return save(run, command)
+
+
+# --------------------------------------------------------------------------------------------- setup
+
+
+def setup(config: RunConfig) -> Run:
+    """Data, model, method, a resumed or calibrated state, optimizer and LR schedule, in this order (the
+    order of random draws is part of a seeded run's result)."""
+    # one process, or one of several under `accelerate launch` (gloo on CPU-only machines, NCCL on GPUs)
+    proc = PartialState(cpu=not torch.cuda.is_available())
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if proc.is_main_process:
+        config.save(out / "config.yaml")
+    log = JsonlLog(out / "metrics.jsonl" if proc.is_main_process else Path("/dev/null"))
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    seed_everything(config.train.seed)
+
+    tokenizer = load_tokenizer(config.model.name)
+    task = load_train_task(config, tokenizer)
+    shard = task.train[proc.process_index::proc.num_processes]
+    batches = _endless(_loader(shard, config, tokenizer.pad_token_id, config.train.seed))
+    model = build_model(config, task.num_labels, task.label_names)
+    proc.print(f"[aptune] {task.name}: {len(task.train)} train / {len(task.eval)} eval examples from {task.source}")
+    apt = APT(model, config.method, total_steps=config.train.steps, seed=config.train.seed)
+    if proc.is_main_process:
+        (out / "schedule.json").write_text(json.dumps(apt.schedules(), indent=1))
+    run = Run(config, out, proc, log, tokenizer, task, shard, batches, apt)
+    resumed = _restore_model_and_method(run)
+    if resumed is None:
+        _prune_before_tuning(run)
+    _build_optimizer(run)
+    if resumed is not None:
+        _restore_loop(run, *resumed)
+    run.start_time = time.perf_counter() - (resumed[1]["wall"] if resumed else 0.0)
+    return run
+
+
+def _loader(examples: list, config: RunConfig, pad_id: int, seed: int):
+    return make_dataloader(examples, config.train.batch_size, pad_id, shuffle=True, seed=seed,
+                           group_by_length=True, drop_last=True)
+
+
+def _endless(loader) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless iteration over a loader, reshuffled each epoch."""
+    epoch = 0
+    while True:
+        sampler = getattr(loader, "batch_sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def build_model(config: RunConfig, num_labels: int | None, label_names=()) -> APTModel:
+    """The configured pretrained model, wrapped for APT, in training mode (its classes named when known)."""
+    a = config.adapter
+    model = APTModel(load_model(config.model.name, head=config.model.head, num_labels=num_labels),
+                     AdapterConfig(list(a.targets), a.rank, a.scaling, a.train_head, a.train_base),
+                     seed=config.train.seed)
+    set_label_names(model.model, label_names)
+    model.train()
+    return model
+
+
+def _restore_model_and_method(run: Run) -> tuple[Path, dict] | None:
+    """With ``train.resume``: the latest checkpoint's model and method state; None when starting afresh."""
+    if not run.config.train.resume:
+        return None
+    folder = latest_checkpoint(run.out / "checkpoints")
+    if folder is None:
+        run.proc.print(f"[aptune] no checkpoint in {run.out / 'checkpoints'}; starting from scratch")
+        return None
+    state = restore_model(run.model, folder)
+    restore_method(run.apt, folder, state)
+    return folder, state
+
+
+def _prune_before_tuning(run: Run) -> None:
+    p = run.config.prune
+    if not (p.enabled and p.before_tuning):
+        return
+    calibration = _loader(run.shard, run.config, run.tokenizer.pad_token_id, run.config.train.seed + 1)
+    removed = run.apt.prune_before_tuning(calibration)
+    density = run.apt.density()
+    run.proc.print(f"[aptune] pruned before tuning from {p.calibration_batches} calibration batches: density "
+                   f"{density:.3f}, removed {removed}")
+    run.log.write(event="prune_before_tuning", step=0, removed=removed, params=run.model.num_params(),
+                  density=density, kept=run.model.state.kept_sizes())
+
+
+def _build_optimizer(run: Run) -> None:
+    """AdamW over the method's trainable tensors; linear warm-up, then linear decay to 0."""
+    t = run.config.train
+    run.optimizer = torch.optim.AdamW(run.apt.trainable_parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    steps, warmup = t.steps, int(t.warmup_ratio * t.steps)
+    run.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+        run.optimizer,
+        lambda s: min(1.0, (s + 1) / max(1, warmup)) * max(0.0, (steps - s) / max(1, steps - warmup)))
+    run.params = _optimizer_params(run.optimizer)
+
+
+def _optimizer_params(optimizer) -> list[torch.nn.Parameter]:
+    return [q for group in optimizer.param_groups for q in group["params"]]
+
+
+def _restore_loop(run: Run, folder: Path, state: dict) -> None:
+    run.first_step = state["step"]
+    for _ in range(run.first_step):  # the data order continues where it stopped (before the RNG is restored:
+        next(run.batches)  # starting a DataLoader iterator draws from torch's global RNG)
+    restore_loop(folder, state, run.apt, run.optimizer, run.lr_schedule)
+    run.params = _optimizer_params(run.optimizer)
+    run.history, run.pruning_accuracy = state["history"], state.get("pruning_accuracy")
+    run.proc.print(f"[aptune] resumed from {folder} at step {run.first_step}")
+
+
+# ---------------------------------------------------------------------------------------------- loop
+
+
+def loop(run: Run) -> int | None:
+    """Train from ``run.first_step`` to the end; returns the step if ``train.stop_after`` stopped it."""
+    t = run.config.train
+    progress = Progress(run.first_step, t.steps, enabled=run.proc.is_main_process, every=t.log_every)
+    for step in range(run.first_step, t.steps):
+        step_start = time.perf_counter()
+        batch = next(run.batches)
+        out = run.apt.compute_loss(batch)
+        out.loss.backward()
+        average_across_processes([q.grad for q in run.params if q.grad is not None])
+        run.apt.after_backward()
+        torch.nn.utils.clip_grad_norm_(run.params, t.grad_clip)
+        run.optimizer.step()
+        run.lr_schedule.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        event = run.apt.after_optimizer_step(run.optimizer)
+        if event is not None:
+            run.params = _optimizer_params(run.optimizer)
+            _after_pruning_step(run, event)
+
+        done = step + 1
+        _log_step(run, done, out, time.perf_counter() - step_start, progress)
+        if done % t.eval_every == 0 or done == t.steps:
+            evaluate(run, done)
+        if (t.checkpoint_every and done % t.checkpoint_every == 0 and done < t.steps) or done == t.stop_after:
+            _checkpoint(run, done)
+            if done == t.stop_after:
+                run.proc.print(f"[aptune] stopping after step {done} as asked (train.stop_after)")
+                progress.close()
+                return done
+    progress.close()
+    return None
+
+
+def _after_pruning_step(run: Run, event: PruningEvent) -> None:
+    """Stage banners, the pruning event's log record, and the dev metric at the target density."""
+    if event.pruned:
+        run.proc.print(f"[aptune] pruning step {event.k}/{event.num_steps} at step {event.step}: density "
+                       f"{event.density:.3f} (target {event.target_density:.3f}), removed {event.removed}"
+                       + _growth_note(run, event))
+    elif run.config.rank.strategy != "none":
+        run.proc.print(f"[aptune] rank-growth step {event.k}/{event.num_steps} at step {event.step}: tuning params "
+                       f"{event.tuning_params:,}")
+    run.log.write(event="prune", step=event.step, k=event.k, removed=event.removed, params=event.params,
+                  density=event.density, ranks=event.ranks, kept=run.model.state.kept_sizes())
+    if event.reached_target:
+        # "pruning accuracy": the dev metric at the target density, before any recovery training
+        metrics = _dev_metrics(run)
+        run.log.write(event="eval_at_target", step=event.step, wall=run.wall(), **metrics)
+        run.pruning_accuracy = metrics[run.task.primary_metric]
+    if event.distillation_started:
+        run.proc.print(f"[aptune] distillation starts at step {event.step} (teacher = snapshot of the adapters)")
+
+
+def _growth_note(run: Run, event: PruningEvent) -> str:
+    if run.config.rank.strategy == "none":
+        return ""
+    return f"; rank growth -> tuning params {event.tuning_params:,}"
+
+
+def _log_step(run: Run, done: int, out: APTLoss, step_time: float, progress: Progress) -> None:
+    t = run.config.train
+    if done % t.log_every == 0 or done == t.steps:
+        loss = float(out.loss.detach())
+        density = run.apt.density()
+        run.log.write(step=done, loss=loss, lr=run.lr_schedule.get_last_lr()[0], mu=out.mu,
+                      params=run.model.num_params(), density=density, tuning_params=tuning_params(run.model),
+                      step_time=step_time, peak_rss=_peak_rss_bytes(), wall=run.wall(), **out.parts)
+        progress.update(done, loss=loss, density=density)
+    else:
+        progress.update(done)
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _checkpoint(run: Run, done: int) -> None:
+    if run.proc.is_main_process:
+        save_checkpoint(run.out / "checkpoints", done, run.apt, run.optimizer, run.lr_schedule,
+                        {"history": run.history, "pruning_accuracy": run.pruning_accuracy, "wall": run.wall(),
+                         "num_labels": run.task.num_labels, "label_names": list(run.task.label_names)})
+    run.proc.wait_for_everyone()
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+
+
+def _dev_metrics(run: Run) -> dict[str, float]:
+    run.model.eval()
+    metrics = run.task.evaluate(run.model.model)
+    run.model.train()
+    return metrics
+
+
+def evaluate(run: Run, done: int) -> dict[str, float]:
+    """Evaluate on the dev set, record it, and tell the method (its teacher follows the best model)."""
+    metrics = _dev_metrics(run)
+    score = metrics[run.task.primary_metric]
+    run.history.append({"step": done, "wall": run.wall(), **metrics, "density": run.apt.density()})
+    run.log.write(event="eval", step=done, wall=run.wall(), **metrics)
+    run.proc.print(f"[aptune] step {done}: dev {run.task.primary_metric} {score:.4f}")
+    run.apt.report_score(score, run.task.higher_is_better)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------- save
+
+
+def save(run: Run, command: str | None = None) -> dict:
+    """Export the merged, pruned model and write ``summary.json``; returns the summary."""
+    train_time = run.wall()
+    run.model.eval()
+    task, main = run.task, run.proc.is_main_process
+    if not run.history:  # train.steps=0: the one evaluation of the untuned model
+        metrics = run.task.evaluate(run.model.model)
+        run.history.append({"step": 0, "wall": run.wall(), **metrics, "density": run.apt.density()})
+        run.log.write(event="eval", step=0, wall=run.history[-1]["wall"], **metrics)
+    export = run.out / "export"
+    if main:
+        export = run.model.export(export, tokenizer=run.tokenizer, card=_card(run, command))
+    after_prune = [h for h in run.history if h["step"] >= run.apt.last_pruning_step]
+    summary = {
+        "task": task.name, "primary_metric": task.primary_metric, "num_labels": task.num_labels,
+        "final": run.history[-1], "higher_is_better": task.higher_is_better,
+        "best_after_pruning": (max if task.higher_is_better else min)(
+            (h[task.primary_metric] for h in after_prune), default=None),
+        "params": run.model.num_params(), "original_params": run.model.original_params,
+        "density": run.apt.density(), "train_time_s": train_time,
+        "peak_rss_bytes": _peak_rss_bytes(), "ranks": run.model.ranks(), "export": str(export),
+        "history": run.history, "pruning_accuracy": run.pruning_accuracy,
+        "masks": run.model.state.keep_masks(),
+    }
+    if main:
+        (run.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (run.out / f"masks.rank{run.proc.process_index}.json").write_text(json.dumps(summary["masks"]))
+    return summary
+
+
+def _card(run: Run, command: str | None) -> dict:
+    """What the export's model card says beyond what the export folder records itself."""
+    final = run.history[-1]
+    return {
+        "base_model": run.config.model.name, "task": run.task.name, "primary_metric": run.task.primary_metric,
+        "metrics": {k: v for k, v in final.items() if k not in ("step", "wall", "density")},
+        "density": run.apt.density(), "params": run.model.num_params(), "original_params": run.model.original_params,
+        "command": command, "config": run.config.to_dict(),
+    }
