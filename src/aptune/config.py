@@ -227,6 +227,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config
 
 
+def override_config(config: RunConfig, tree: dict) -> RunConfig:
+    """``config`` with a nested override tree (``{"prune": {"density": 0.5}}``) applied in place, validated."""
+    _apply(config, tree)
+    config.validate()
+    return config
+
+
 def _yaml_chain(path: Path) -> list[dict]:
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):

@@ -132,6 +132,7 @@ class APT:
         d = self.config.distill
         self.transform = LayerTransform(model, rank=d.transform_rank) if d.enabled else None
         self.generator = torch.Generator().manual_seed(seed)
+        self._kept_before = model.state.kept_sizes()  # what the previous pruning step left
 
     # ------------------------------------------------------------------------------------ queries
     @property
@@ -147,8 +148,9 @@ class APT:
         """Weight of the distillation loss in this step. Self-distillation runs while pruning, from the first
         pruning step (the first teacher) to the last; after the target density the model recovers on the
         task loss alone, as the official code does after its distillation phase."""
-        distilling = self.config.distill.enabled and self.teacher_ready and self.step < self.last_pruning_step
-        return self.mu_schedule.mu(self.step) if distilling else 0.0
+        d = self.config.distill
+        distilling = d.enabled and self.teacher_ready and self.step < self.last_pruning_step
+        return min(d.max_mu, self.mu_schedule.mu(self.step)) if distilling else 0.0
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """What the optimizer updates: the model's trainable tensors, then the distillation transform's."""
@@ -170,7 +172,8 @@ class APT:
         """The loss to minimise for ``batch``: the model's own loss, or μ·distillation + (1−μ)·CE."""
         mu = self.mu()
         if mu > 0:
-            with torch.no_grad(), teacher_mode(self.model, masks=self.config.distill.teacher_masks):
+            d = self.config.distill
+            with torch.no_grad(), teacher_mode(self.model, masks=d.teacher_masks and not d.dense_teacher):
                 teacher_out = self.model(**batch, output_hidden_states=True)
         student_out = self.model(**batch, output_hidden_states=mu > 0)
         if student_out.loss is None:
@@ -229,25 +232,34 @@ class APT:
                                round_to=self.config.prune.round_to)
         update_soft_masks(self.model.state, keep, self.schedule.alpha, binary=action == "binary")
 
+    def _cut_now(self, k: int) -> bool:
+        """Blocks leave the tensors at every pruning step, except under a dense teacher (the last one only)."""
+        d = self.config.distill
+        return not (d.enabled and d.dense_teacher) or k == self.schedule.num_prunings
+
     def _pruning_step(self, optimizer) -> PruningEvent:
         k = self.schedule.steps.index(self.step) + 1
         mode = "reset" if self.config.optimizer_reset else "carry"
+        removed = _removed_since(self._kept_before, self.model.state.kept_sizes())
         with OptimizerSurgery(optimizer, self.model, *([self.transform] if self.transform else []), mode=mode):
-            removed = self.model.prune()
+            if self._cut_now(k):
+                self.model.prune()
             if self.transform is not None:
                 self.transform.sync()
             ranks = grow_ranks(self.model, self.importance.scores(), self.rank_budget.budget_for(k),
                                self.config.rank.strategy, self.max_rank, self.generator)
         self.scorer.reindex()  # follow the cut now, before the next step's observations arrive in the new shapes
         self.importance.reset()
+        self._kept_before = self.model.state.kept_sizes()
         pruned = self.config.prune.enabled
         first_teacher = self.config.distill.enabled and pruned and not self.teacher_ready
         if first_teacher:
             snapshot_teacher(self.model)
             self.teacher_ready = True
-        return PruningEvent(self.step, k, self.schedule.num_prunings, pruned, removed, ranks, self.model.num_params(),
-                            self.density(), self.schedule.density_for(k), tuning_params(self.model),
-                            pruned and k == self.schedule.num_prunings, first_teacher)
+        kept = self.model.num_kept_params()  # what the model holds once masked blocks leave (now, or at the end)
+        return PruningEvent(self.step, k, self.schedule.num_prunings, pruned, removed, ranks, kept,
+                            kept / self.model.original_params, self.schedule.density_for(k),
+                            tuning_params(self.model), pruned and k == self.schedule.num_prunings, first_teacher)
 
     def prune_before_tuning(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, int]:
         """One cut to the target density before any tuning (docs/method.md §D, the paper's large-model
@@ -266,6 +278,7 @@ class APT:
         self.scorer.reindex()
         if self.transform is not None:
             self.transform.sync()
+        self._kept_before = self.model.state.kept_sizes()
         return removed
 
     # ---------------------------------------------------------------------------------- state
@@ -276,7 +289,7 @@ class APT:
         state: dict[str, Any] = {
             "step": self.step, "best": self.best, "teacher_ready": self.teacher_ready,
             "scorer": self.scorer.state_dict(), "importance": self.importance.state_dict(),
-            "generator": self.generator.get_state(),
+            "generator": self.generator.get_state(), "kept_before": self._kept_before,
         }
         if self.transform is not None:
             state["transform"] = {"rank": self.transform.linear.rank,
@@ -290,6 +303,7 @@ class APT:
         self.scorer.load_state_dict(state["scorer"])
         self.importance.load_state_dict(state["importance"])
         self.generator.set_state(state["generator"])
+        self._kept_before = state.get("kept_before") or self.model.state.kept_sizes()
         if self.transform is not None:
             saved = dict(state["transform"])
             self.transform.sync()  # to the model's surviving hidden dimensions
@@ -297,6 +311,13 @@ class APT:
             with torch.no_grad():
                 for name, tensor in self.transform.state_dict().items():
                     tensor.copy_(saved[name])
+
+
+def _removed_since(before: dict, now: dict) -> dict[str, int]:
+    """Blocks gone between two ``kept_sizes()``: KV groups, FFN neurons, hidden dimensions."""
+    return {"heads": sum(before["heads"].values()) - sum(now["heads"].values()),
+            "ffn": sum(before["ffn"].values()) - sum(now["ffn"].values()),
+            "hidden": before["hidden"] - now["hidden"]}
 
 
 def _pruning_schedule(p, total_steps: int) -> PruningSchedule:

@@ -15,6 +15,8 @@ Protocol (the report states it):
   (``malloc_trim``); peak activation memory = ``VmHWM`` after the passes − ``VmRSS`` before them. CUDA:
   ``max_memory_allocated`` over the timed passes − memory allocated by the weights. Peak inference memory =
   weight bytes + peak activation memory, so that CPU and GPU numbers mean the same thing;
+* memory as a property of the model (``model_memory``, deterministic): weight bytes + the peak bytes of the
+  tensors one forward pass holds at once (``aptune.bench.memory.peak_forward_bytes``), per batch size;
 * parameter count of the loaded model; size on disk of the export folder (and of its weight files).
 """
 
@@ -138,6 +140,7 @@ def measure_export(path: str | Path, batch_sizes: list[int], seq_len: int = 128,
             "throughput": result.throughput, "repeats": result.repeats, "peak_activation_bytes": activation,
             "peak_memory_bytes": None if activation is None else weights_bytes + activation, **extra,
         }
+    info["model_memory"] = model_memory(model, batch_sizes, seq_len)
     if generate:
         result, activation, extra, info["memory_method"] = _peak_memory(
             lambda: measure_generation(model, generate["batch_size"], generate["prompt_len"], generate["new_tokens"],
@@ -149,6 +152,20 @@ def measure_export(path: str | Path, batch_sizes: list[int], seq_len: int = 128,
         info["gpu"] = torch.cuda.get_device_name()
     info["platform"] = platform.platform()
     return info
+
+
+def model_memory(model, batch_sizes: list[int], seq_len: int) -> dict:
+    """Weight bytes and, per batch size, the peak activation bytes of one forward pass (counted tensors)."""
+    from aptune.bench.latency import dummy_batch
+    from aptune.bench.memory import peak_forward_bytes, tensor_bytes
+
+    weights = tensor_bytes([*model.parameters(), *model.buffers()])
+    by_batch = {}
+    for batch_size in batch_sizes:
+        activations = peak_forward_bytes(model, dummy_batch(model, batch_size, seq_len))
+        by_batch[str(batch_size)] = {"activation_bytes": activations, "total_bytes": weights + activations}
+    return {"weight_bytes": weights, "by_batch": by_batch,
+            "method": "bytes of the weights + peak bytes of the tensors one forward pass holds at once"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,15 +4,22 @@ Result JSONs hold only what a run measured itself; everything relative to anothe
 the fact (docs/peers.md §4.7), so that a report can be rebuilt when a reference run is added or rerun:
 
 * time-to-accuracy and steps-to-accuracy: the first evaluation whose dev metric reaches a fraction (97%; 95%
-  and 100% go to the CSV) of ``full_finetune``'s *best* dev score on the same task and seed;
+  and 100% go to the CSV) of ``full_finetune``'s *best* dev score on the same task and seed (newer runners
+  fill in the 97% numbers themselves after the plan, ``train_info.accuracy_target``; those are used then);
 * Jaccard overlap of each pruning run's kept blocks with those ``apt`` keeps (same task and seed).
+
+Two inference timings may coexist: ``lat_b*``/``p90_b*``/``thr_b*`` from the run's own processes and
+``sbs_*`` from the plan-wide side-by-side timing; the catalogue decides which one the tables show. Likewise
+inference memory as RSS (``infmem_b*``) and as weights + activations (``modelmem_b*``), and training memory
+as RSS (``train_peak_mem``) and as model bytes (``train_mem``).
 """
 
 from __future__ import annotations
 
 import statistics
 
-from aptune.ablation.results import dev_scores, find_runs, finished, prunes
+from aptune.ablation.results import (dev_scores, find_runs, finished, model_memory_by_batch, prunes,
+                                     side_by_side_timings)
 
 TTA_FRACTIONS = (0.95, 0.97, 1.0)
 HEADLINE_FRACTION = 0.97
@@ -79,13 +86,24 @@ def _measured(result: dict) -> dict[str, float | None]:
     row: dict[str, float | None] = {
         "final": ev["final"].get(ev["primary_metric"]), "best_after_pruning": ev["best_after_pruning"],
         "train_time_s": train["train_time_s"], "train_peak_mem": train["peak_rss_bytes"],
+        "train_mem": (train.get("memory") or {}).get("total_bytes"),
         "pruning_acc": train.get("pruning_accuracy") if prunes(result) else None,
         "params": inf["params"] if inf else None, "disk": inf["disk_bytes"] if inf else None,
         "density": train["density"],
     }
+    return row | _inference(inf)
+
+
+def _inference(inf: dict | None) -> dict[str, float | None]:
+    """Timings and memory per batch size, from every source the result carries (see the module docstring)."""
+    row: dict[str, float | None] = {}
     for b, r in (inf or {}).get("by_batch", {}).items():
         row[f"lat_b{b}"], row[f"p90_b{b}"] = r["median_s"], r["p90_s"]
         row[f"thr_b{b}"], row[f"infmem_b{b}"] = r["throughput"], r["peak_memory_bytes"]
+    for b, r in side_by_side_timings(inf).items():
+        row[f"sbs_lat_b{b}"], row[f"sbs_p90_b{b}"], row[f"sbs_thr_b{b}"] = r["median_s"], r["p90_s"], r["throughput"]
+    for b, r in model_memory_by_batch(inf).items():
+        row[f"modelmem_b{b}"] = r.get("total_bytes")
     return row
 
 
@@ -98,6 +116,11 @@ def _time_to_reference(result: dict, results: list[dict]) -> dict[str, float | N
         wall, step = time_to_score(result, fraction * ref) if ref is not None else (None, None)
         pct = int(round(fraction * 100))
         row[f"tta{pct}_s"], row[f"steps{pct}"] = wall, step
+    train = result["train_info"]
+    if train.get("accuracy_target") is not None:
+        # the runner measured the headline fraction itself; its None then means "never reached", not "unknown"
+        pct = int(round(HEADLINE_FRACTION * 100))
+        row[f"tta{pct}_s"], row[f"steps{pct}"] = train.get("time_to_accuracy"), train.get("steps_to_accuracy")
     return row
 
 

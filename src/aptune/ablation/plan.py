@@ -31,7 +31,7 @@ ROLES = ("method", "reference", "ablation")
 _PLAN_KEYS = {"base", "name", "tasks", "seeds", "runs", "profiles", "default_profile", "overrides", "task_overrides",
               "inference", "evaluation", "timeout_s"}
 _PROFILE_KEYS = {"tasks", "seeds", "overrides", "task_overrides", "inference", "evaluation", "timeout_s"}
-_VARIANT_KEYS = {"patch", "role", "what", "group", "reports", "init_from"}
+_VARIANT_KEYS = {"patch", "role", "what", "group", "reports", "init_from", "paper"}
 
 
 @dataclass
@@ -45,14 +45,16 @@ class InferenceSettings:
     threads: int | None = None  # None: torch's default (all cores)
     # causal LMs: also time greedy decoding, {batch_size, prompt_len, new_tokens} (None: not timed)
     generate: dict | None = None
+    # after the runs, time every export of the plan in one process, interleaved (aptune bench)
+    side_by_side: bool = True
 
     @classmethod
     def from_dict(cls, data: dict | None, where: str) -> "InferenceSettings":
         data = dict(data or {})
-        unknown = set(data) - {"batch_sizes", "seq_len", "warmup", "repeats", "threads", "generate"}
+        unknown = set(data) - {"batch_sizes", "seq_len", "warmup", "repeats", "threads", "generate", "side_by_side"}
         if unknown:
             raise ValueError(f"{where}: unknown inference keys {sorted(unknown)}; known: batch_sizes, seq_len, "
-                             f"warmup, repeats, threads, generate")
+                             f"warmup, repeats, threads, generate, side_by_side")
         settings = cls(**data)
         settings.batch_sizes = [int(b) for b in settings.batch_sizes]
         if not settings.batch_sizes or min(settings.batch_sizes) < 1 or settings.repeats < 1 or settings.seq_len < 1:
@@ -113,6 +115,7 @@ class Variant:
         reports: metric groups the report shows (see ``METRIC_GROUPS``).
         init_from: name of an earlier variant whose exported model this one starts from (same task and
             seed), e.g. prune-then-tune after a LoRA run; its training cost counts towards this one's.
+        paper: what the paper reports for the same ablation (with its table), shown beside the measured effect.
     """
 
     name: str
@@ -122,10 +125,12 @@ class Variant:
     group: str | None = None
     reports: list[str] = field(default_factory=lambda: list(METRIC_GROUPS))
     init_from: str | None = None
+    paper: str = ""
 
     def as_dict(self) -> dict:
         return {"name": self.name, "patch": self.patch, "role": self.role, "what": self.what,
-                "group": self.group or self.name, "reports": self.reports, "init_from": self.init_from}
+                "group": self.group or self.name, "reports": self.reports, "init_from": self.init_from,
+                "paper": self.paper}
 
 
 @dataclass
@@ -231,7 +236,7 @@ def _variant(name: str, entry: Any) -> Variant:
     if role not in ROLES:
         raise ValueError(f"run {name!r}: role must be one of {', '.join(ROLES)}, got {role!r}")
     return Variant(name, nest(entry["patch"], f"runs.{name}.patch"), role, str(entry.get("what", "")),
-                   entry.get("group"), reports, entry.get("init_from"))
+                   entry.get("group"), reports, entry.get("init_from"), str(entry.get("paper", "")))
 
 
 def load_plan(path: str | Path, profile: str | None = None) -> Plan:

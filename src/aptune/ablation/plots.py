@@ -8,8 +8,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from aptune.ablation.catalogue import Metric
 from aptune.ablation.results import dev_scores, find_runs, primary_metric, prunes
-from aptune.ablation.stats import Stat
+from aptune.ablation.stats import TaskComparison
 
 
 def pyplot():
@@ -123,27 +124,27 @@ def plot_convergence(results: list[dict], variants: list[str], task: str, path: 
 
 
 # ------------------------------------------------------------------------------------------ trade-off
-def plot_tradeoff(rows: dict[str, dict[str, Stat]], task: str, metric: str, batch: int, seq_len, path: Path) -> None:
-    """Final dev metric vs inference latency and vs peak inference memory, one point per variant."""
+def plot_tradeoff(comparison: TaskComparison, latency: Metric, memory: Metric, seq_len, path: Path) -> None:
+    """Final dev metric vs the headline inference latency and memory, one point per variant; the bars are the
+    95% t-intervals over seeds (none with one seed)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
     colours, markers = plt.get_cmap("tab10"), "osD^vP*Xph"
-    for ax, key, label, scale in ((axes[0], f"lat_b{batch}", f"latency, batch {batch} (ms)", 1e3),
-                                  (axes[1], f"infmem_b{batch}", f"peak inference memory, batch {batch} (MiB)",
-                                   1 / 2**20)):
-        for i, (variant, stats) in enumerate(rows.items()):
-            x, y = stats.get(key), stats.get("final")
-            if not x or x.mean is None or y.mean is None:
+    for ax, metric, unit, scale in ((axes[0], latency, "ms", 1e3), (axes[1], memory, "MiB", 1 / 2**20)):
+        for i, variant in enumerate(comparison.variants):
+            x, y = comparison.stat(variant, metric.key), comparison.stat(variant, "final")
+            if x.mean is None or y.mean is None:
                 continue
             # a legend rather than text labels: variants of similar cost would print over each other
-            ax.errorbar(x.mean * scale, y.mean, xerr=(x.std or 0) * scale, yerr=y.std or 0, capsize=3,
-                        fmt=markers[i % len(markers)], color=colours(i % 10), label=variant)
-        ax.set_xlabel(label)
+            ax.errorbar(x.mean * scale, y.mean, xerr=(x.half_width or 0) * scale, yerr=y.half_width or 0,
+                        capsize=3, fmt=markers[i % len(markers)], color=colours(i % 10), label=variant)
+        ax.set_xlabel(f"{metric.label} ({unit})")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"dev {metric}, final")
+    axes[0].set_ylabel(f"dev {comparison.metric}, final")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.suptitle(f"{task}: accuracy vs inference cost (exported models, sequence length {seq_len})")
+    fig.suptitle(f"{comparison.task}: accuracy vs inference cost (exported models, sequence length {seq_len}; "
+                 "bars: 95% t-intervals over seeds)")
     _save(fig, path)
 
 

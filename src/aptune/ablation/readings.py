@@ -1,15 +1,16 @@
-"""The generated paragraph under each ablation table: what the variant changes against ``apt``, in words.
+"""The generated paragraph under each ablation heading: what the variant changes against ``apt``, in words.
 
-A reading quotes only the headline numbers (the catalogue rows with a ``phrase``) and sorts them into real
-changes, changes within noise and numbers that cannot be compared, so that a reader sees the verdict without
-re-deriving it from the table, and a change hidden in the noise is never reported as an effect.
+A reading quotes only the headline numbers (the catalogue rows with a ``phrase``) and sorts them by the verdict
+of their paired interval: effects the interval backs (quoted with the interval), no effect detectable, and
+numbers that cannot be compared. With one seed nothing is called an effect; the differences are listed as
+measured, so that a reader sees them without mistaking a single run for a finding.
 """
 
 from __future__ import annotations
 
 from aptune.ablation.catalogue import Metric
-from aptune.ablation.stats import Delta, Stat, TaskComparison
-from aptune.ablation.tables import fmt
+from aptune.ablation.stats import COSTS_MORE, NO_EFFECT, ONE_SEED, Paired, TaskComparison
+from aptune.ablation.tables import fmt, interval_text, signed_change
 
 
 def reading(comparison: TaskComparison, members: list[str], rows: list[Metric], infos: dict[str, dict]) -> str:
@@ -20,39 +21,57 @@ def reading(comparison: TaskComparison, members: list[str], rows: list[Metric], 
 
 
 def _member_reading(comparison: TaskComparison, variant: str, rows: list[Metric], what: str | None) -> str:
-    changed, steady, missing, worse, better = [], [], [], 0, 0
+    effects, no_effect, single, missing = [], [], [], []
+    better = worse = 0
     for m in rows:
         stat, base = comparison.stat(variant, m.key), comparison.stat("apt", m.key)
         if not m.phrase or (stat.mean is None and base.mean is None):
             continue
         phrase = m.phrase.format(metric=comparison.metric)
-        d = comparison.against_apt(m, variant)
-        if d.value is None:
-            missing.append(f"{phrase} ({fmt(stat, m.unit)} vs {fmt(base, m.unit)})")
-        elif d.noise:
-            steady.append(f"{phrase} ({fmt(stat, m.unit)} vs {fmt(base, m.unit)})")
+        paired = comparison.against_apt(m, variant)
+        values = f"{fmt(stat, m.unit)} vs {fmt(base, m.unit)}"
+        if paired.effect:
+            effects.append(f"{_verb(paired.verdict)} {phrase} ({interval_text(paired)}; {values})")
+            better, worse = better + paired.better, worse + paired.worse
+        elif paired.verdict == NO_EFFECT:
+            no_effect.append(f"{phrase} ({interval_text(paired)})")
+        elif paired.verdict == ONE_SEED:
+            single.append(f"{phrase} {_plain_change(paired)} ({values})")
         else:
-            changed.append(_change_clause(m, phrase, d, base, stat))
-            improved = (d.value > 0) == m.higher_is_better
-            better, worse = better + improved, worse + (not improved)
-    seeds = comparison.seeds(variant)
+            missing.append(f"{phrase} ({values})")
     subject = f"`{variant}` ({what})" if what else f"`{variant}`"
-    text = f"On {comparison.task} over {seeds} seed{'s' if seeds != 1 else ''}, against `apt`, {subject} "
-    text += (_join(changed) + "." if changed else "changes nothing beyond noise.")
-    if steady:
-        text += f" Within noise: {_join(steady)}."
+    text = f"On {comparison.task} over {_seeds(comparison, variant)}, against `apt`, {subject} "
+    if effects:
+        text += _join(effects) + "."
+    elif no_effect or not single:
+        text += "shows no effect its intervals back."
+    else:
+        text += "cannot be judged: one seed gives no interval, so no difference is called an effect."
+    if no_effect:
+        text += f" No effect detectable at this budget: {_join(no_effect)}."
+    if single:
+        text += f" One seed, no interval, no verdict: {_join(single)}."
     if missing:
         text += f" Not comparable (not measured or never reached): {_join(missing)}."
-    total = len(changed) + len(steady) + len(missing)
-    return text + f" Net: better on {better}, worse on {worse} of {total} headline numbers."
+    if not effects and not no_effect:
+        return text  # no interval anywhere: a tally of better and worse would be a verdict by the back door
+    total = len(effects) + len(no_effect) + len(single) + len(missing)
+    return text + f" Net: backed by its interval, better on {better} and worse on {worse} of {total} headline numbers."
 
 
-def _change_clause(metric: Metric, label: str, d: Delta, base: Stat, other: Stat) -> str:
-    """A change beyond noise as a clause: ``lowers the final dev accuracy by 1.2 points (0.842 vs 0.854)``."""
-    verb = "raises" if d.value > 0 else "lowers"
-    size = {"score": f"{abs(d.value):.1f} points", "overlap": f"{abs(d.value):.3f}"}.get(metric.kind,
-                                                                                          f"{abs(d.value):.0f}%")
-    return f"{verb} {label} by {size} ({fmt(other, metric.unit)} vs {fmt(base, metric.unit)})"
+def _verb(verdict: str) -> str:
+    """The verdict as the verb of a clause: "hurts the final dev accuracy", "costs more in training time"."""
+    return f"{verdict} in" if verdict == COSTS_MORE else verdict
+
+
+def _plain_change(paired: Paired) -> str:
+    """A difference from one pair, without an interval: ``differs by −1.8 pts``."""
+    return "differs by " + signed_change(paired)
+
+
+def _seeds(comparison: TaskComparison, variant: str) -> str:
+    seeds = comparison.seeds(variant)
+    return f"{seeds} seed{'s' if seeds != 1 else ''}"
 
 
 def _join(clauses: list[str]) -> str:

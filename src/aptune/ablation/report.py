@@ -5,11 +5,12 @@
 
 This module only composes the report; each part lives in its own module: ``results`` (loading, selecting runs,
 provenance), ``metrics`` (numbers derived per run: time-to-accuracy, Jaccard with ``apt``), ``catalogue``
-(the table rows), ``stats`` (mean ± std over seeds, changes against ``apt`` and the noise rule), ``tables``
-and ``readings`` (Markdown and the generated text), ``plots`` and ``protocol``.
+(the table rows), ``stats`` (means with 95% t-intervals over seeds, paired differences against ``apt`` and
+their verdicts), ``tables`` and ``readings`` (Markdown and the generated text), ``plots`` and ``protocol``.
 
 One table per ablation (a variant, or a ``group`` such as the fixed ranks) shows the metric groups that
-ablation must report (the plan's ``reports``, from docs/design.md's table), followed by a generated reading.
+ablation must report (the plan's ``reports``, from docs/design.md's table; pruned variants always add pruning
+accuracy), after the paper's number for it and a generated reading.
 """
 
 from __future__ import annotations
@@ -19,19 +20,21 @@ import re
 import statistics
 from pathlib import Path
 
-from aptune.ablation.catalogue import Metric, catalogue_batch, metric_catalogue
+from aptune.ablation.catalogue import Metric, metric_catalogue, tradeoff_rows
 from aptune.ablation.metrics import HEADLINE_FRACTION, mask_overlap, reference_score, run_metrics, time_to_score
 from aptune.ablation.plots import plot_convergence, plot_kept_structure, plot_ranks, plot_tradeoff
 from aptune.ablation.protocol import protocol_section
 from aptune.ablation.readings import reading
-from aptune.ablation.results import (ablation_groups, failed, find_runs, finished, load_results, primary_metric,
-                                     provenance, report_folder, variant_order)
-from aptune.ablation.stats import Stat, TaskComparison, delta, resolutions, variant_stats
-from aptune.ablation.tables import ablation_table, failed_runs_table, overview_table
+from aptune.ablation.results import (ablation_groups, failed, find_runs, finished, load_results,
+                                     measurement_sources, primary_metric, provenance, prunes, report_folder,
+                                     same_run_as, variant_order)
+from aptune.ablation.stats import Stat, TaskComparison, paired_difference, variant_values
+from aptune.ablation.tables import (CELLS_NOTE, DELTA_NOTE, ablation_table, failed_runs_table, overview_table,
+                                    what_text)
 
-# Metric, Stat, delta, mask_overlap, time_to_score and load_results stay importable from here, where callers
-# (the tests, ``aptune report``) have always found them.
-__all__ = ["Metric", "Stat", "delta", "load_results", "mask_overlap", "time_to_score", "write_report"]
+# Metric, Stat, paired_difference, mask_overlap, time_to_score and load_results stay importable from here,
+# where callers (the tests, ``aptune report``) have always found the report's pieces.
+__all__ = ["Metric", "Stat", "load_results", "mask_overlap", "paired_difference", "time_to_score", "write_report"]
 
 
 def write_report(runs_dir: str | Path, out_dir: str | Path | None = None) -> Path:
@@ -46,9 +49,10 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     _write_csv(out / "runs.csv", results, per_run)
 
     inference = next((r["inference_info"] for r in results if r.get("inference_info")), None) or {}
-    catalogue = metric_catalogue([int(b) for b in inference.get("by_batch", {})] or [32, 128])
+    sources = measurement_sources(all_results)
+    catalogue = metric_catalogue(sources)
     lines = [f"# Ablation report: `{runs_dir}`", "", *provenance(all_results, len(failed_runs)), "",
-             *protocol_section(inference)]
+             *protocol_section(inference, sources)]
     if failed_runs:
         lines += failed_runs_table(failed_runs)
     variants = variant_order(all_results)
@@ -69,20 +73,21 @@ def _task_section(task, results, variants, infos, catalogue, per_run, out) -> li
     reference = _reference_best(results, task, task_results)
     target = HEADLINE_FRACTION * reference if reference is not None else None
     lines += [_target_line(comparison, reference, target), ""]
-    lines += ["### All runs", "", *overview_table(comparison, catalogue, infos), ""]
+    copies = {v: same_run_as(results, v, task) for v in comparison.variants}
+    lines += ["### All runs", "", *overview_table(comparison, catalogue, infos, copies), "", CELLS_NOTE, ""]
     lines += _task_figures(comparison, results, task_results, catalogue, out, target)
     for title, members in _sections(comparison, infos, results):
-        lines += _ablation_section(title, members, comparison, catalogue, infos)
+        pruned = any(prunes(r) for v in members for r in find_runs(results, v, task))
+        lines += _ablation_section(title, members, comparison, catalogue, infos, pruned, copies)
         lines += _group_convergence(title, members, infos, results, comparison.task, out, target)
     return lines
 
 
 def _comparison(task, results, task_results, variants, per_run) -> TaskComparison:
-    """Every variant's statistics on the task, with the dev-set size and evaluation interval the noise rule uses."""
-    by_variant = {v: variant_stats(results, per_run, v, task) for v in variants if find_runs(results, v, task)}
-    config = (find_runs(results, "apt", task) or task_results)[0]["run_info"].get("config") or {}
+    """Every variant's per-seed values on the task, with the task's dev metric and dev-set size."""
+    by_variant = {v: variant_values(results, per_run, v, task) for v in variants if find_runs(results, v, task)}
     return TaskComparison(task, primary_metric(task_results[0]), task_results[0]["eval_info"].get("n_dev"),
-                          by_variant, resolutions(config, by_variant.get("apt", {})))
+                          by_variant)
 
 
 def _reference_best(results, task, task_results) -> float | None:
@@ -101,10 +106,9 @@ def _target_line(comparison: TaskComparison, reference: float | None, target: fl
 
 def _task_figures(comparison, results, task_results, catalogue, out, target) -> list[str]:
     """The figures every run of the task shares: trade-off, convergence, kept structure and ranks."""
-    task, variants = comparison.task, list(comparison.by_variant)
+    task, variants = comparison.task, comparison.variants
     seq_len = next((r["inference_info"].get("seq_len") for r in task_results if r.get("inference_info")), "?")
-    plot_tradeoff(comparison.by_variant, task, comparison.metric, catalogue_batch(catalogue), seq_len,
-                  out / f"tradeoff_{task}.png")
+    plot_tradeoff(comparison, *tradeoff_rows(catalogue), seq_len, out / f"tradeoff_{task}.png")
     plot_convergence(results, variants, task, out / f"convergence_{task}_all.png", target)
     figures = [f"![accuracy vs inference cost](tradeoff_{task}.png)",
                f"![convergence, all runs](convergence_{task}_all.png)"]
@@ -117,7 +121,7 @@ def _task_figures(comparison, results, task_results, catalogue, out, target) -> 
 
 def _sections(comparison: TaskComparison, infos, results) -> list[tuple[str, list[str]]]:
     """(title, variants) of each comparison table: the reference runs, then each ablation or group of them."""
-    variants = list(comparison.by_variant)
+    variants = comparison.variants
     sections = [("reference runs", [v for v in variants if infos[v].get("role") == "reference"])]
     sections += list(ablation_groups(results, variants).items())
     return [(title, members) for title, members in sections if members]
@@ -128,15 +132,32 @@ def _reports_wanted(members: list[str], infos) -> list[str]:
     return list(dict.fromkeys(g for v in members for g in infos[v].get("reports") or []))
 
 
-def _ablation_section(title, members, comparison: TaskComparison, catalogue, infos) -> list[str]:
-    """Heading, what each member changes, the generated reading, then the table against apt."""
-    wanted = _reports_wanted(members, infos)
+def _ablation_section(title, members, comparison: TaskComparison, catalogue, infos, pruned: bool,
+                      copies) -> list[str]:
+    """Heading, what each member changes, the paper's number, the generated reading, then the table against apt.
+
+    Pruning accuracy and Jaccard are shown for pruned members whatever the plan's ``reports`` says: how much a
+    cut costs before recovery, and which blocks it keeps, are part of every pruned variant's story.
+    """
+    wanted = _reports_wanted(members, infos) + (["pruning_accuracy"] if pruned else [])
     rows = [m for m in catalogue if m.group in wanted
             and any(comparison.stat(v, m.key).mean is not None for v in members + ["apt"])]
-    what = "; ".join(f"`{v}`: {infos[v].get('what', '')}" for v in members)
+    what = "; ".join(f"`{v}`: {what_text(infos[v].get('what', ''), copies.get(v))}" for v in members)
+    papers = {v: infos[v]["paper"] for v in members if infos[v].get("paper")}
     heading = "Reference runs" if title == "reference runs" else "Ablation: " + title
-    return [f"### {heading}", "", what, "", reading(comparison, members, rows, infos), "",
-            *ablation_table(comparison, members, rows), ""]
+    return [f"### {heading}", "", *_paper_lines(papers, members), what, "",
+            reading(comparison, members, rows, infos), "", *ablation_table(comparison, members, rows, papers), "",
+            DELTA_NOTE, ""]
+
+
+def _paper_lines(papers: dict[str, str], members: list[str]) -> list[str]:
+    """``Paper: ...`` (named per variant when a section has several), or nothing."""
+    if not papers:
+        return []
+    if len(members) == 1:
+        return [f"Paper: {papers[members[0]]}", ""]
+    # one Markdown paragraph with a line break (two trailing spaces) per variant
+    return ["  \n".join(f"Paper (`{v}`): {text}" for v, text in papers.items()), ""]
 
 
 def _group_convergence(title, members, infos, results, task, out, target) -> list[str]:

@@ -8,6 +8,7 @@ live in one place and every other module of the report can stay free of file han
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -70,6 +71,19 @@ def prunes(result: dict) -> bool:
     return bool((config.get("prune") or {}).get("enabled"))
 
 
+def same_run_as(results: list[dict], variant: str, task: str) -> str | None:
+    """The variant whose run this variant's results copy (two variants with one resolved config run once).
+
+    ``run_info.same_run_as`` names the run (``no_adaptive_tuning__sst2__seed42``); a reader wants the variant,
+    which is the same for every seed. Where that run is not among ``results``, its name is kept as it is.
+    """
+    owner = next((r["run_info"]["same_run_as"] for r in find_runs(results, variant, task)
+                  if r["run_info"].get("same_run_as")), None)
+    if owner is None:
+        return None
+    return next((r["run_info"]["variant"] for r in results if r["run_info"]["name"] == owner), owner)
+
+
 def variant_order(results: list[dict]) -> list[str]:
     """Variants as a reader expects them: the method, then references, then ablations, each in plan order."""
     order = {"method": 0, "reference": 1, "ablation": 2}
@@ -89,6 +103,66 @@ def ablation_groups(results: list[dict], variants: list[str]) -> dict[str, list[
         if info.get("role") == "ablation":
             groups.setdefault(info.get("group") or variant, []).append(variant)
     return groups
+
+
+# ------------------------------------------------------------------------------------------ what was measured
+def side_by_side_timings(inference_info: dict | None) -> dict[str, dict]:
+    """The per-batch entries of ``inference_info.side_by_side``; its other keys (``runs``, ``command``) are
+    not batch sizes and are left out."""
+    timings = (inference_info or {}).get("side_by_side") or {}
+    return {batch: entry for batch, entry in timings.items() if str(batch).isdigit() and isinstance(entry, dict)}
+
+
+def model_memory_by_batch(inference_info: dict | None) -> dict[str, dict]:
+    """``inference_info.model_memory.by_batch``: weights + peak activations of one forward, per batch size."""
+    return ((inference_info or {}).get("model_memory") or {}).get("by_batch") or {}
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Which measurements a report's results carry. Newer runners add fields that older result files lack;
+    the report shows the newer measurement where any run has it and falls back to the older one otherwise.
+
+    Attributes:
+        batch_sizes: every timed batch size, ascending.
+        side_by_side: latency from all exports timed together in one process (``inference_info.side_by_side``).
+        side_by_side_command: the command(s) of that timing, for the protocol (one per batch size when the
+            runner timed each batch size in its own process).
+        model_memory: inference memory as weights + peak activations (``inference_info.model_memory``).
+        train_memory: training memory in model bytes (``train_info.memory``).
+        runner_time_to_accuracy: time/steps to 97% filled in by the runner (``train_info.accuracy_target``).
+    """
+
+    batch_sizes: tuple[int, ...] = (32, 128)
+    side_by_side: bool = False
+    side_by_side_command: str | None = None
+    model_memory: bool = False
+    train_memory: bool = False
+    runner_time_to_accuracy: bool = False
+
+
+def measurement_sources(results: list[dict]) -> Sources:
+    """What the finished runs among ``results`` measured (see ``Sources``)."""
+    done = finished(results)
+    inference = [r["inference_info"] for r in done if r.get("inference_info")]
+    batches = {int(b) for inf in inference for b in
+               [*inf.get("by_batch", {}), *side_by_side_timings(inf), *model_memory_by_batch(inf)]}
+    timed_together = [inf["side_by_side"] for inf in inference if side_by_side_timings(inf)]
+    return Sources(
+        batch_sizes=tuple(sorted(batches)) or Sources.batch_sizes,
+        side_by_side=bool(timed_together),
+        side_by_side_command=next((_commands(t["command"]) for t in timed_together if t.get("command")), None),
+        model_memory=any(model_memory_by_batch(inf) for inf in inference),
+        train_memory=any((r["train_info"].get("memory") or {}).get("total_bytes") is not None for r in done),
+        runner_time_to_accuracy=any(r["train_info"].get("accuracy_target") is not None for r in done),
+    )
+
+
+def _commands(command: str | dict) -> str:
+    """A command, or one per batch size (``{"32": "...", "128": "..."}``), as one line of text."""
+    if isinstance(command, dict):
+        return "; ".join(f"batch {batch}: `{text}`" for batch, text in command.items())
+    return f"`{command}`"
 
 
 # ------------------------------------------------------------------------------------------ provenance

@@ -40,7 +40,9 @@ from typing import Callable
 
 import yaml
 
+from aptune.ablation.metrics import HEADLINE_FRACTION, best_score, time_to_score
 from aptune.ablation.plan import Plan, RunSpec
+from aptune.config import load_config, override_config
 
 SCHEMA_VERSION = 1
 _METRIC_ABBREV = {"accuracy": "acc", "pearson": "pearson", "spearman": "spearman", "f1": "f1", "mcc": "mcc"}
@@ -182,11 +184,12 @@ def _train_info(summary: dict, records: list[dict], wall: float) -> dict:
         "process_time_s": wall,  # the whole `aptune train` process: start-up, loading, export too
         "peak_rss_bytes": summary["peak_rss_bytes"],
         "peak_memory_kind": "cpu peak RSS of the training process",
+        "memory": summary.get("memory"),  # bytes of params + grads + optimizer state + saved activations, peak step
         "time_to_accuracy": None, "steps_to_accuracy": None,  # relative to full_finetune: computed by the report
         "curve": summary["history"], "steps": steps, "events": events,
         "pruning_accuracy": summary.get("pruning_accuracy"), "masks": summary.get("masks"),
         "ranks": summary.get("ranks"), "params": summary["params"], "original_params": summary["original_params"],
-        "density": summary["density"],
+        "density": summary["density"], "export": summary["export"],
     }
 
 
@@ -241,8 +244,9 @@ def run_one(spec: RunSpec, plan: Plan, run_dir: Path, meta: dict) -> dict:
             info["inference_command"].append(timed)
             if inference_info is None:
                 inference_info = measured
-            else:
+            else:  # one process per batch size: merge what each measured
                 inference_info["by_batch"].update(measured["by_batch"])
+                inference_info["model_memory"]["by_batch"].update(measured["model_memory"]["by_batch"])
         if plan.inference.generate:  # decoding speed in its own process too (its memory peak is the KV cache's)
             g = plan.inference.generate
             measured, timed = _measure_export(
@@ -343,6 +347,11 @@ def run_plan(plan: Plan, runs_dir: str | Path, only: list[str] | None = None,
              echo: Callable[..., None] = print) -> list[dict]:
     """Run (or skip, when finished) every run of ``plan``; return all their results.
 
+    Two variants whose resolved configs are the same (``fixed_rank_r8`` and ``no_adaptive_tuning``) train once:
+    the second gets a copy of the first's result, marked ``same_run_as``. After the runs, every export of the
+    plan is timed side by side in one process (:func:`time_side_by_side`) and each result gets its time to 97%
+    of ``full_finetune``'s dev score (:func:`fill_time_to_accuracy`).
+
     Args:
         plan: a loaded plan (``load_plan``).
         runs_dir: where ``runs/<run_id>/`` and ``results/<run_id>.json`` go.
@@ -352,25 +361,135 @@ def run_plan(plan: Plan, runs_dir: str | Path, only: list[str] | None = None,
     runs_dir = Path(runs_dir)
     (runs_dir / "results").mkdir(parents=True, exist_ok=True)
     specs = plan.expand(only)
+    owners = same_runs(plan, specs)
     meta = None
-    results = []
+    results: dict[str, dict] = {}
     for i, spec in enumerate(specs, 1):
         prefix = f"[{i}/{len(specs)}] {spec.variant.name} {spec.task} seed {spec.seed}:"
         path = runs_dir / "results" / f"{spec.run_id}.json"
         if meta is None:
             meta = meta_info()
+        owner = owners.get(spec.run_id)
+        if owner is not None:
+            result = _copy_of(results[owner], spec)
+            _write_json(path, result)
+            echo(f"{prefix} same config as {owner}: reported under both names", flush=True)
+            results[spec.run_id] = result
+            continue
         # a run that starts from another's export: its overrides name that export (before the skip check)
         blocked = _start_from(spec, runs_dir, plan, meta) if spec.variant.init_from else None
         previous = _read_json(path)
         if previous and previous["run_info"]["status"] == "ok" and previous["run_info"]["request"] == spec.overrides:
             echo(f"{prefix} skipped (finished earlier: {_progress(previous)})", flush=True)
-            results.append(previous)
+            results[spec.run_id] = previous
             continue
         echo(f"{prefix} running ... ", end="", flush=True)
         result = blocked or run_one(spec, plan, runs_dir / "runs" / spec.run_id, meta)
         _write_json(path, result)
         echo(_progress(result), flush=True)
-        results.append(result)
-    ok = sum(r["run_info"]["status"] == "ok" for r in results)
-    echo(f"{ok} of {len(results)} runs finished; results in {runs_dir / 'results'}")
-    return results
+        results[spec.run_id] = result
+    done = list(results.values())
+    before = [json.dumps(r, sort_keys=True) for r in done]
+    if plan.inference.side_by_side:
+        time_side_by_side(plan, runs_dir, done, echo)
+    fill_time_to_accuracy(done)
+    for result, text in zip(done, before):
+        if json.dumps(result, sort_keys=True) != text:  # a skipped run's file stays untouched when nothing changed
+            _write_json(runs_dir / "results" / f"{result['run_info']['name']}.json", result)
+    ok = sum(r["run_info"]["status"] == "ok" for r in done)
+    echo(f"{ok} of {len(done)} runs finished; results in {runs_dir / 'results'}")
+    return done
+
+
+# ------------------------------------------------------------------------------ the same config twice
+def same_runs(plan: Plan, specs: list[RunSpec]) -> dict[str, str]:
+    """Run id -> the earlier run id with the same resolved config (everything but the output folder)."""
+    first: dict[str, str] = {}
+    owners = {}
+    for spec in specs:
+        key = _resolved_key(plan, spec)
+        if key in first:
+            owners[spec.run_id] = first[key]
+        else:
+            first[key] = spec.run_id
+    return owners
+
+
+def _resolved_key(plan: Plan, spec: RunSpec) -> str:
+    try:
+        config = override_config(load_config(plan.base), spec.overrides).to_dict()
+    except (ValueError, FileNotFoundError):
+        return spec.run_id  # an invalid config is nobody's twin: it runs, and fails, on its own
+    config.pop("output_dir", None)
+    return json.dumps(config, sort_keys=True)
+
+
+def _copy_of(result: dict, spec: RunSpec) -> dict:
+    """``result`` reported under ``spec``'s variant name (its run info says whose run it is)."""
+    copy = json.loads(json.dumps(result))
+    info = copy["run_info"]
+    info.update({k: v for k, v in spec.variant.as_dict().items() if k != "patch"}, variant=spec.variant.name,
+                name=spec.run_id, same_run_as=result["run_info"]["name"], request=spec.overrides)
+    return copy
+
+
+# ------------------------------------------------------------------------------------ after the runs
+def time_side_by_side(plan: Plan, runs_dir: Path, results: list[dict], echo: Callable[..., None] = print) -> None:
+    """Time every finished export of each task in one process, interleaved (``aptune bench``), per batch size,
+    and put the numbers into each result's ``inference_info.side_by_side``."""
+    inf = plan.inference
+    for task in sorted({r["run_info"]["task"] for r in results}):
+        owners = [r for r in results if r["run_info"]["task"] == task and r["run_info"]["status"] == "ok"
+                  and not r["run_info"].get("same_run_as") and r.get("train_info")]
+        if len(owners) < 1:
+            continue
+        timings = {}
+        for batch in inf.batch_sizes:
+            timings[str(batch)] = _bench(plan, runs_dir, owners, task, batch, echo)
+        names = [r["run_info"]["name"] for r in owners]
+        for result in results:
+            run = result["run_info"].get("same_run_as") or result["run_info"]["name"]
+            if result.get("inference_info") is not None and run in names:
+                side = {b: t["models"][run] for b, t in timings.items()}
+                result["inference_info"]["side_by_side"] = {
+                    **{b: {k: row["latency"][k] for k in ("median_s", "p90_s", "throughput")} for b, row in side.items()},
+                    "runs": names, "command": {b: t["command"] for b, t in timings.items()}}
+
+
+def _bench(plan: Plan, runs_dir: Path, owners: list[dict], task: str, batch: int, echo) -> dict:
+    """One ``aptune bench`` process over the exports (reused when an earlier call timed the same runs)."""
+    inf = plan.inference
+    out = runs_dir / f"side_by_side_{task}_b{batch}.json"
+    names = [r["run_info"]["name"] for r in owners]
+    head = owners[0]["run_info"]["config"]["model"]["head"]
+    command = [sys.executable, "-m", "aptune", "bench", *[f"{r['run_info']['name']}={r['train_info']['export']}"
+                                                          for r in owners],
+               "--head", head, "--batch-size", str(batch), "--seq-len", str(inf.seq_len), "--repeats",
+               str(inf.repeats), "--warmup", str(inf.warmup), "--json", str(out)]
+    command, env = _threaded(command, dict(os.environ, TRANSFORMERS_VERBOSITY="error"), inf.threads)
+    previous = _read_json(out)
+    if previous and list(previous["models"]) == names and previous.get("command") == shlex.join(command):
+        return previous
+    echo(f"timing {len(names)} exports of {task} side by side at batch {batch} ... ", end="", flush=True)
+    _run_logged(command, runs_dir / f"side_by_side_{task}_b{batch}.log", None, env, "side_by_side")
+    report = _read_json(out)
+    report["command"] = shlex.join(command)
+    _write_json(out, report)
+    echo("done", flush=True)
+    return report
+
+
+def fill_time_to_accuracy(results: list[dict]) -> None:
+    """Each finished run's wall time and steps until its dev metric first reached 97% of full_finetune's best
+    dev score on the same task and seed (None when never, or without a full_finetune run)."""
+    for result in results:
+        train = result.get("train_info")
+        if result["run_info"]["status"] != "ok" or not train:
+            continue
+        info = result["run_info"]
+        reference = [r for r in results if r["run_info"]["variant"] == "full_finetune" and r["run_info"]["status"] == "ok"
+                     and r["run_info"]["task"] == info["task"] and r["run_info"]["seed"] == info["seed"]]
+        best = best_score(reference[0]) if reference else None
+        target = None if best is None else HEADLINE_FRACTION * best
+        wall, step = time_to_score(result, target) if target is not None else (None, None)
+        train.update(accuracy_target=target, time_to_accuracy=wall, steps_to_accuracy=step)

@@ -1,8 +1,10 @@
-"""Statistics over seeds and changes against ``apt``, with the rule that calls a change noise.
+"""Statistics over seeds: every cell a mean with its 95% t-interval, every change against ``apt`` a paired
+difference by seed with its own interval, and a verdict in words only where that interval backs one.
 
-A single CPU run moves by a few percent in time and by about a binomial standard error in accuracy, so a
-difference is only called a change when it clears both the seeds' spread and a floor per kind of metric. The
-floors are stated in words in ``NOISE`` because the report prints them next to its tables.
+Pairing by seed removes what two runs on the same seed share (data order, initialisation, the machine's load
+at the time), so a paired interval is narrower than comparing two means and is the honest test of "did this
+change do anything". With one seed there is no spread to build an interval from, and then no verdict is given
+at all rather than one from a rule of thumb.
 """
 
 from __future__ import annotations
@@ -11,26 +13,36 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from scipy import stats as scipy_stats
+
 from aptune.ablation.catalogue import Metric
-from aptune.ablation.metrics import TTA_FRACTIONS
 from aptune.ablation.results import find_runs
 
-# Noise rule (written into the report): a change is "within noise" when |Δ| is below the larger of the seed
-# standard deviation (of apt or of the variant, when there are ≥ 2 seeds) and a floor per kind of metric:
-NOISE = {
-    "score": "one binomial standard error of apt's dev score, √(p(1−p)/n) with n dev examples (1.2 points "
-             "at p = 0.85, n = 872)",
-    "cost": "5% (CPU timings and RSS move by a few percent from run to run on a shared machine)",
-    "steps": "for steps and time to 97%: one evaluation interval (in steps, or apt's mean wall time per interval), "
-             "as they are only observed at evaluations, and at least 5%",
-    "overlap": "0.02 (Jaccard)",
-}
+CONFIDENCE = 0.95
+
+# The verdict words (the report quotes them; readings and tests compare against these constants).
+HELPS, HURTS = "helps", "hurts"  # higher is better: scores, throughput, overlap
+COSTS_MORE, SAVES = "costs more", "saves"  # lower is better: time, memory, steps, size
+NO_EFFECT = "no effect detectable at this budget"
+ONE_SEED = "one seed: no interval, no verdict"
+NO_PAIRS = "no seed with a value for both: not compared"
+
+
+def t_half_width(values: list[float]) -> float | None:
+    """Half-width of the t-interval of the mean of ``values`` (None below two values: no spread to use)."""
+    n = len(values)
+    if n < 2:
+        return None
+    quantile = scipy_stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)
+    return float(quantile * statistics.stdev(values) / math.sqrt(n))
 
 
 @dataclass
 class Stat:
+    """Mean over seeds with the half-width of its 95% t-interval."""
+
     mean: float | None
-    std: float | None  # None with fewer than two seeds
+    half_width: float | None  # None with fewer than two seeds
     n: int  # seeds with a value
     total: int = 0  # seeds run (a time-to-accuracy may be missing because the target was never reached)
 
@@ -40,93 +52,126 @@ class Stat:
         values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
         if not values:
             return cls(None, None, 0, total)
-        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values),
-                   total)
+        return cls(statistics.fmean(values), t_half_width(values), len(values), total)
 
     @classmethod
     def missing(cls) -> "Stat":
         """Nothing measured: what a table shows for a variant or metric that has no value."""
         return cls(None, None, 0)
 
+    @property
+    def low(self) -> float | None:
+        return None if self.mean is None or self.half_width is None else self.mean - self.half_width
 
+    @property
+    def high(self) -> float | None:
+        return None if self.mean is None or self.half_width is None else self.mean + self.half_width
+
+
+# ------------------------------------------------------------------------------------------ paired differences
 @dataclass
-class Delta:
-    """A change against apt: its size in the metric's delta unit, and whether it is within noise."""
+class Paired:
+    """A variant against apt, seed by seed: the mean per-seed change with its interval, and the verdict."""
 
-    value: float | None  # points (score), percent (cost/rate/steps) or absolute (overlap)
-    noise: bool
-    threshold: float | None
+    change: Stat  # over the per-seed changes; n = the number of pairs
+    unit: str  # "pts" (scores), "%" (relative change of costs, rates, steps) or "" (absolute, Jaccard)
+    verdict: str
+
+    @property
+    def pairs(self) -> int:
+        return self.change.n
+
+    @property
+    def better(self) -> bool:
+        return self.verdict in (HELPS, SAVES)
+
+    @property
+    def worse(self) -> bool:
+        return self.verdict in (HURTS, COSTS_MORE)
+
+    @property
+    def effect(self) -> bool:
+        """Whether the interval backs a change (either way)."""
+        return self.better or self.worse
 
 
-def delta(metric: Metric, base: Stat, other: Stat, n_dev: int | None, resolution: float | None = None) -> Delta:
-    """``other`` against ``base`` (apt), with the noise rule of ``NOISE``.
+def change_unit(metric: Metric) -> str:
+    return {"score": "pts", "overlap": ""}.get(metric.kind, "%")
 
-    Args:
-        n_dev: dev-set size (the binomial floor for scores).
-        resolution: the smallest observable change in the metric's own unit (one evaluation interval for
-            steps and time to a score), or None.
-    """
-    if base.mean is None or other.mean is None:
-        return Delta(None, False, None)
-    stds = [s for s in (base.std, other.std) if s is not None]
+
+def per_seed_change(metric: Metric, apt: float, other: float) -> float | None:
+    """One seed's change: points for scores, absolute for overlap, else percent of apt's value."""
     if metric.kind == "score":
-        value = (other.mean - base.mean) * 100
-        p = min(max(base.mean, 0.0), 1.0)
-        floor = 100 * math.sqrt(p * (1 - p) / n_dev) if n_dev else 0.0
-        threshold = max([floor] + [100 * s for s in stds])
-    elif metric.kind == "overlap":
-        value = other.mean - base.mean
-        threshold = max([0.02] + stds)
-    else:
-        if base.mean == 0:
-            return Delta(None, False, None)
-        value = (other.mean / base.mean - 1) * 100
-        floor = max(5.0, 100 * resolution / abs(base.mean)) if resolution else 5.0
-        threshold = max([floor] + [100 * s / abs(base.mean) for s in stds])
-    return Delta(value, abs(value) < threshold, threshold)
+        return (other - apt) * 100
+    if metric.kind == "overlap":
+        return other - apt
+    return None if apt == 0 else (other / apt - 1) * 100
 
 
-def resolutions(config: dict, apt: dict[str, Stat]) -> dict[str, float]:
-    """One evaluation interval, in steps and in apt's wall time: the resolution of steps/time to a score."""
-    train = config.get("train") or {}
-    if not train.get("eval_every") or not train.get("steps"):
-        return {}
-    out = {f"steps{int(round(f * 100))}": float(train["eval_every"]) for f in TTA_FRACTIONS}
-    wall = apt.get("train_time_s")
-    if wall is not None and wall.mean is not None:
-        out.update({f"tta{int(round(f * 100))}_s": wall.mean * train["eval_every"] / train["steps"]
-                    for f in TTA_FRACTIONS})
-    return out
+def verdict(metric: Metric, change: Stat) -> str:
+    """The words the interval of ``change`` backs: an effect only when the whole interval lies on one side of 0."""
+    if change.n == 0:
+        return NO_PAIRS
+    if change.half_width is None:
+        return ONE_SEED
+    if change.low > 0:
+        return HELPS if metric.higher_is_better else COSTS_MORE
+    if change.high < 0:
+        return HURTS if metric.higher_is_better else SAVES
+    return NO_EFFECT
 
 
-def variant_stats(results: list[dict], per_run: dict, variant: str, task: str) -> dict[str, Stat]:
-    """Mean and spread over seeds of every ``run_metrics`` key of one variant on one task."""
-    rows = [per_run[r["run_info"]["name"]] for r in find_runs(results, variant, task)]
-    keys = {k for row in rows for k in row}
-    return {k: Stat.of([row.get(k) for row in rows]) for k in keys}
+def paired_difference(metric: Metric, apt: dict[int, float | None], other: dict[int, float | None]) -> Paired:
+    """``other`` minus ``apt`` on the seeds both have a value for (values keyed by seed)."""
+    changes = []
+    for seed in sorted(set(apt) & set(other)):
+        if _usable(apt[seed]) and _usable(other[seed]):
+            change = per_seed_change(metric, apt[seed], other[seed])
+            if change is not None:
+                changes.append(change)
+    change = Stat.of(changes)
+    return Paired(change, change_unit(metric), verdict(metric, change))
+
+
+def _usable(value: float | None) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+# ------------------------------------------------------------------------------------------ one task
+def variant_values(results: list[dict], per_run: dict, variant: str, task: str) -> dict[str, dict[int, float | None]]:
+    """Every ``run_metrics`` key of one variant on one task, seed by seed (kept per seed for the pairing)."""
+    runs = find_runs(results, variant, task)
+    keys = {k for r in runs for k in per_run[r["run_info"]["name"]]}
+    return {k: {r["run_info"]["seed"]: per_run[r["run_info"]["name"]].get(k) for r in runs} for k in keys}
 
 
 @dataclass
 class TaskComparison:
-    """One task's statistics per variant and what the noise rule needs: the view tables and readings share."""
+    """One task's per-seed values of every variant: the view tables, readings and plots share."""
 
     task: str
     metric: str  # the task's primary dev metric
     n_dev: int | None
-    by_variant: dict[str, dict[str, Stat]]
-    resolution: dict[str, float]
+    by_variant: dict[str, dict[str, dict[int, float | None]]]  # variant -> key -> seed -> value
+
+    @property
+    def variants(self) -> list[str]:
+        return list(self.by_variant)
 
     @property
     def has_apt(self) -> bool:
         return bool(self.by_variant.get("apt"))
 
-    def stat(self, variant: str, key: str) -> Stat:
-        return self.by_variant.get(variant, {}).get(key, Stat.missing())
+    def values(self, variant: str, key: str) -> dict[int, float | None]:
+        return self.by_variant.get(variant, {}).get(key, {})
 
-    def against_apt(self, metric: Metric, variant: str) -> Delta:
-        return delta(metric, self.stat("apt", metric.key), self.stat(variant, metric.key), self.n_dev,
-                     self.resolution.get(metric.key))
+    def stat(self, variant: str, key: str) -> Stat:
+        values = self.values(variant, key)
+        return Stat.of(list(values.values())) if values else Stat.missing()
+
+    def against_apt(self, metric: Metric, variant: str) -> Paired:
+        return paired_difference(metric, self.values("apt", metric.key), self.values(variant, metric.key))
 
     def seeds(self, variant: str) -> int:
-        """The most seeds any metric of the variant has a value from."""
-        return max((s.n for s in self.by_variant[variant].values()), default=0)
+        """The number of seeds the variant ran on this task."""
+        return max((len(v) for v in self.by_variant.get(variant, {}).values()), default=0)

@@ -43,6 +43,11 @@ class DistillConfig:
         normalize_hidden: RMS-normalise hidden states before the MSE (official seq2seq/LLaMA trainer).
         transform_rank: LoRA rank of Tr.
         teacher_masks: the teacher sees the student's current masks (official encoder trainer) or not.
+        dense_teacher: the teacher runs on the unpruned backbone: while distilling, pruning steps only make the
+            student's masks binary, the blocks are cut from the tensors at the last pruning step (when
+            distillation ends), and the teacher pass ignores the masks. The official code's teacher likewise
+            keeps blocks the student has lost until a refresh; pruning then pays only after the window.
+        max_mu: cap on μ, so that the task loss keeps a weight of at least 1 − max_mu.
     """
 
     enabled: bool = True
@@ -54,6 +59,8 @@ class DistillConfig:
     normalize_hidden: bool = False
     transform_rank: int = 8
     teacher_masks: bool = True
+    dense_teacher: bool = False
+    max_mu: float = 1.0
 
     @classmethod
     def official_code(cls, classification: bool = True) -> "DistillConfig":

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import torch
 from accelerate import PartialState
 
+from aptune.bench.memory import StepMemory, TrainingMemory
 from aptune.config import RunConfig
 from aptune.data import make_dataloader, seed_everything
 from aptune.method import APT, APTLoss, PruningEvent, average_across_processes
@@ -51,6 +52,7 @@ class Run:
     params: list = field(default_factory=list)  # the optimizer's tensors, in its order
     history: list[dict] = field(default_factory=list)  # dev evaluations
     pruning_accuracy: float | None = None  # the dev metric at the target density, before recovery
+    memory: TrainingMemory | None = None  # bytes of params, grads, optimizer state, saved activations; peak step
     first_step: int = 0
     start_time: float = 0.0
 
@@ -174,6 +176,7 @@ def _build_optimizer(run: Run) -> None:
         run.optimizer,
         lambda s: min(1.0, (s + 1) / max(1, warmup)) * max(0.0, (steps - s) / max(1, steps - warmup)))
     run.params = _optimizer_params(run.optimizer)
+    run.memory = TrainingMemory(run.model, *([run.apt.transform] if run.apt.transform is not None else []))
 
 
 def _optimizer_params(optimizer) -> list[torch.nn.Parameter]:
@@ -187,6 +190,9 @@ def _restore_loop(run: Run, folder: Path, state: dict) -> None:
     restore_loop(folder, state, run.apt, run.optimizer, run.lr_schedule)
     run.params = _optimizer_params(run.optimizer)
     run.history, run.pruning_accuracy = state["history"], state.get("pruning_accuracy")
+    if state.get("memory"):
+        run.memory.peak = StepMemory(**{k: state["memory"][k] for k in ("step", "params_bytes", "grads_bytes",
+                                                                      "optimizer_bytes", "activations_bytes")})
     run.proc.print(f"[aptune] resumed from {folder} at step {run.first_step}")
 
 
@@ -200,13 +206,15 @@ def loop(run: Run) -> int | None:
     for step in range(run.first_step, t.steps):
         step_start = time.perf_counter()
         batch = next(run.batches)
-        out = run.apt.compute_loss(batch)
+        with run.memory.watch() as saved:  # counts the activations kept for backward, changes nothing
+            out = run.apt.compute_loss(batch)
         out.loss.backward()
         average_across_processes([q.grad for q in run.params if q.grad is not None])
         run.apt.after_backward()
         torch.nn.utils.clip_grad_norm_(run.params, t.grad_clip)
         run.optimizer.step()
         run.lr_schedule.step()
+        run.memory.record(step + 1, saved, run.optimizer)
         run.optimizer.zero_grad(set_to_none=True)
         event = run.apt.after_optimizer_step(run.optimizer)
         if event is not None:
@@ -274,6 +282,7 @@ def _checkpoint(run: Run, done: int) -> None:
     if run.proc.is_main_process:
         save_checkpoint(run.out / "checkpoints", done, run.apt, run.optimizer, run.lr_schedule,
                         {"history": run.history, "pruning_accuracy": run.pruning_accuracy, "wall": run.wall(),
+                         "memory": run.memory.peak.as_dict() if run.memory.peak else None,
                          "num_labels": run.task.num_labels, "label_names": list(run.task.label_names)})
     run.proc.wait_for_everyone()
 
@@ -324,6 +333,7 @@ def save(run: Run, command: str | None = None) -> dict:
         "density": run.apt.density(), "train_time_s": train_time,
         "peak_rss_bytes": _peak_rss_bytes(), "ranks": run.model.ranks(), "export": str(export),
         "history": run.history, "pruning_accuracy": run.pruning_accuracy,
+        "memory": run.memory.peak.as_dict() if run.memory.peak else None,
         "masks": run.model.state.keep_masks(),
     }
     if main:
