@@ -127,6 +127,8 @@ class RunConfig:
     def validate(self) -> None:
         if not 0.0 < self.prune.density <= 1.0:
             raise ValueError(f"prune.density must lie in (0, 1]; got {self.prune.density}")
+        if self.distill.teacher not in ("best", "live"):
+            raise ValueError(f"distill.teacher must be best or live; got {self.distill.teacher!r}")
         if self.rank.strategy not in ("salience", "uniform", "none"):
             raise ValueError(f"rank.strategy must be salience, uniform or none; got {self.rank.strategy!r}")
         if self.train.steps < 0 or self.train.batch_size <= 0:

@@ -159,6 +159,12 @@ class APT:
             params += [q for q in self.transform.parameters() if q.requires_grad]
         return params
 
+    def zero_grad(self) -> None:
+        """Drop the gradients of every tensor the method trains, the distillation transform's included (a loop
+        that zeroes only the model's, as ``transformers.Trainer`` does, would let the transform's accumulate)."""
+        for param in self.trainable_parameters():
+            param.grad = None
+
     def density(self) -> float:
         return self.model.num_params() / self.model.original_params
 
@@ -217,7 +223,7 @@ class APT:
         if improved:
             self.best = score
             if self.config.distill.enabled and self.teacher_ready:
-                snapshot_teacher(self.model)
+                self._take_teacher()
         return improved
 
     # ------------------------------------------------------------------------------ pruning steps
@@ -254,12 +260,18 @@ class APT:
         pruned = self.config.prune.enabled
         first_teacher = self.config.distill.enabled and pruned and not self.teacher_ready
         if first_teacher:
-            snapshot_teacher(self.model)
+            self._take_teacher()
             self.teacher_ready = True
         kept = self.model.num_kept_params()  # what the model holds once masked blocks leave (now, or at the end)
         return PruningEvent(self.step, k, self.schedule.num_prunings, pruned, removed, ranks, kept,
                             kept / self.model.original_params, self.schedule.density_for(k),
                             tuning_params(self.model), pruned and k == self.schedule.num_prunings, first_teacher)
+
+    def _take_teacher(self) -> None:
+        """The teacher's adapters from now on: a frozen copy of the current ones (a ``live`` teacher keeps none
+        and reads the student's own)."""
+        if self.config.distill.teacher == "best":
+            snapshot_teacher(self.model)
 
     def prune_before_tuning(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, int]:
         """One cut to the target density before any tuning (docs/method.md §D, the paper's large-model

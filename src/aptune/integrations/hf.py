@@ -49,6 +49,7 @@ class APTCallback(TrainerCallback):
         self.events = []
 
     def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        self.apt.zero_grad()  # the Trainer zeroed the model's gradients; the transform's must go too
         event = self.apt.after_optimizer_step(optimizer)
         if event is not None:
             self.events.append(event)
