@@ -122,9 +122,9 @@ def test_explicit_dir_then_env_then_shared(tmp_path, monkeypatch):
     assert chosen.source.kind == "data_dir" and len(chosen.eval) == 3
     chosen = load_glue_examples("sst2")
     assert chosen.source.kind == "env" and len(chosen.eval) == 5
-    # A data dir without the task falls through to the next place.
-    chosen = load_glue_examples("sst2", data_dir=tmp_path / "nothing-here")
-    assert chosen.source.kind == "env"
+    # A given folder is the only place read: one that does not exist is an error, not $APTUNE_DATA's data.
+    with pytest.raises(DataNotFoundError, match="nothing-here .*does not exist"):
+        load_glue_examples("sst2", data_dir=tmp_path / "nothing-here")
     monkeypatch.delenv("APTUNE_DATA")
     assert load_glue_examples("sst2", include_train=False).source.kind == "shared"
     # The task folder itself may be given.
@@ -133,16 +133,17 @@ def test_explicit_dir_then_env_then_shared(tmp_path, monkeypatch):
 
 def test_error_names_every_place_tried(tmp_path, monkeypatch):
     monkeypatch.setattr(resolve, "find_shared_data_dir", lambda: None)
+    monkeypatch.setenv("APTUNE_DATA", str(tmp_path))
 
     def no_datasets(*args, **kwargs):
         raise ImportError("No module named 'datasets'")
 
     monkeypatch.setattr(glue, "load_hub_dataset", no_datasets)
     with pytest.raises(DataNotFoundError) as caught:
-        load_glue_examples("rte", data_dir=tmp_path)
+        load_glue_examples("rte")
     message = str(caught.value)
-    assert str(tmp_path / "RTE" / "dev.tsv") in message
-    assert "$APTUNE_DATA: not set" in message
+    assert "no data folder given (--data-dir / data.data_dir)" in message
+    assert f"$APTUNE_DATA ({tmp_path}): {tmp_path / 'RTE' / 'dev.tsv'} not found" in message
     assert "shared data folder beside the checkout" in message
     assert "nyu-mll/glue:rte" in message and "datasets" in message
     assert isinstance(caught.value, FileNotFoundError)  # the CLI prints it as a clean error
@@ -152,9 +153,40 @@ def test_hub_is_the_fallback(tmp_path, monkeypatch):
     monkeypatch.setattr(resolve, "find_shared_data_dir", lambda: None)
     rows = [{"sentence1": "a", "sentence2": "b", "label": 1}, {"sentence1": "c", "sentence2": "d", "label": 0}]
     monkeypatch.setattr(glue, "load_hub_dataset", lambda path, name, split: rows)
-    splits = load_glue_examples("rte", data_dir=tmp_path)
+    splits = load_glue_examples("rte")
     assert splits.source.kind == "hub" and splits.source.location == "nyu-mll/glue:rte"
     assert [example.label for example in splits.eval] == [1, 0]
+
+
+def test_a_given_folder_must_hold_every_split_needed(tmp_path, monkeypatch):
+    # the shared data has SST-2, and the hub is one call away: neither may stand in for the user's folder
+    monkeypatch.setattr(glue, "load_hub_dataset", lambda *a, **k: pytest.fail("the hub must not be asked"))
+    only_train, only_dev = tmp_path / "only-train", tmp_path / "only-dev"
+    _write_sst2(only_train, 4)
+    (only_train / "SST-2" / "dev.tsv").unlink()
+    with pytest.raises(DataNotFoundError) as caught:
+        load_glue_examples("sst2", data_dir=only_train)
+    assert f"the data folder {only_train} (--data-dir / data.data_dir) lacks SST-2/dev.tsv" in str(caught.value)
+    assert str(only_train / "SST-2" / "dev.tsv") in str(caught.value)
+
+    _write_sst2(only_dev, 4)
+    (only_dev / "SST-2" / "train.tsv").unlink()
+    with pytest.raises(DataNotFoundError, match=r"lacks SST-2/train\.tsv"):  # not a silent split of dev
+        load_glue_examples("sst2", data_dir=only_dev)
+    evaluated = load_glue_examples("sst2", data_dir=only_dev, include_train=False)  # evaluation needs dev only
+    assert (len(evaluated.train), len(evaluated.eval), evaluated.notes) == (0, 4, [])
+    assert evaluated.source.describe() == f"the given data folder ({only_dev / 'SST-2' / 'dev.tsv'})"
+
+
+def test_the_dev_split_fallback_happens_only_without_a_folder_and_says_so(tmp_path):
+    shared = find_shared_data_dir()
+    splits = load_glue_examples("qnli")  # the shared data has no QNLI train.tsv
+    assert splits.source.kind == "shared" and splits.notes
+    printed = f"from {splits.source}"  # as the training recipe prints it
+    assert printed.startswith(f"from the shared data folder beside the checkout ({shared / 'QNLI'}); ")
+    assert "train.tsv not found: split dev.tsv (5463 rows) with seed 0 into 4370 train / 1093 eval" in printed
+    with pytest.raises(DataNotFoundError, match=r"lacks QNLI/train\.tsv"):
+        load_glue_examples("qnli", data_dir=shared)
 
 
 # -------------------------------------------------------------------------------- malformed files
@@ -199,3 +231,11 @@ def test_malformed_file_error_reaches_load_glue_task(tmp_path):
     (folder / "dev.tsv").write_text("gj04\t1\t\tGood sentence.\ngj04\t7\t*\tBad label.\n")
     with pytest.raises(DataFormatError, match=r"dev\.tsv:2: label '7'"):
         load_glue_examples("cola", data_dir=tmp_path)
+
+
+def test_data_data_dir_in_a_config_is_as_strict_as_the_flag(tmp_path, minilm_tokenizer):
+    from aptune.config import load_config
+    from aptune.train.tasks import load_train_task
+
+    with pytest.raises(DataNotFoundError, match=r"GLUE SST-2: the data folder .*no-such-dir .*does not exist"):
+        load_train_task(load_config(None, [f"data.data_dir={tmp_path / 'no-such-dir'}"]), minilm_tokenizer)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from aptune.data import DataFormatError, load_instruction_data
+from aptune.data import DataFormatError, DataNotFoundError, load_instruction_data
 from aptune.data.instruct import IGNORE_INDEX, InstructionRecord, format_prompt_and_response, tokenize_instruction
 
 
@@ -108,3 +108,8 @@ def test_malformed_instruction_file_names_file_and_line(minilm_tokenizer, tmp_pa
     with pytest.raises(DataFormatError, match=match) as caught:
         load_instruction_data(path, minilm_tokenizer, max_length=64)
     assert str(caught.value).startswith(f"{path}:{line}:")
+
+
+def test_alpaca_from_a_given_folder_without_it_is_an_error(minilm_tokenizer, tmp_path):
+    with pytest.raises(DataNotFoundError, match=r"lacks alpaca/alpaca_en_demo\.json"):
+        load_instruction_data("alpaca", minilm_tokenizer, data_dir=tmp_path)

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from aptune.data import DataFormatError, load_arc, load_mc_jsonl, load_mc_task, load_mmlu, load_sciq
+from aptune.data import DataFormatError, DataNotFoundError, load_arc, load_mc_jsonl, load_mc_task, load_mmlu, load_sciq
 from aptune.data.multiple_choice import MMLU_SUBJECTS
 
 
@@ -142,3 +142,39 @@ def test_fewshot_pools_come_from_another_split():
     assert load_mc_task("arc-easy").fewshot_pool is None
     assert len(load_mc_task("sciq", num_fewshot=2).fewshot_pool) == 1000
     assert len(load_mc_task("mmlu", subjects=["anatomy"], num_fewshot=5).fewshot_pool) == 5
+
+
+def test_an_empty_choice_is_refused_with_the_file_and_line(tmp_path):
+    path = tmp_path / "items.jsonl"
+    good = json.dumps({"question": "q", "choices": ["a", "b"], "answer": 0})
+    path.write_text(f"{good}\n" + json.dumps({"question": "q", "choices": ["a", " "], "answer": 0}) + "\n")
+    with pytest.raises(DataFormatError, match="choice 1 of 'choices' is empty") as caught:
+        load_mc_jsonl(path)
+    assert str(caught.value).startswith(f"{path}:2:")
+
+
+def test_an_empty_question_is_prompted_with_answer_alone(tmp_path):
+    path = tmp_path / "completions.jsonl"
+    path.write_text(json.dumps({"question": "  ", "choices": ["The sky is blue.", "The sky is green."],
+                                "answer": 0}) + "\n")
+    assert load_mc_jsonl(path).items[0].context == "Answer:"  # not "Question: \nAnswer:"
+
+
+def test_a_given_folder_is_the_only_place_read_for_every_split_needed(tmp_path):
+    arc = tmp_path / "ARC-Easy" / "ARC-Easy-Dev.jsonl"
+    arc.parent.mkdir()
+    record = {"id": "x", "question": {"stem": "q", "choices": [{"text": "a", "label": "A"},
+                                                              {"text": "b", "label": "B"}]}, "answerKey": "A"}
+    arc.write_text(json.dumps(record) + "\n")
+    assert len(load_mc_task("arc-easy", data_dir=tmp_path).items) == 1  # zero-shot: dev alone
+    with pytest.raises(DataNotFoundError, match=r"lacks ARC-Easy/ARC-Easy-Train\.jsonl"):  # not the shared pool
+        load_mc_task("arc-easy", data_dir=tmp_path, num_fewshot=2)
+    with pytest.raises(DataNotFoundError, match=r"lacks SciQ/test\.json"):
+        load_mc_task("sciq", data_dir=tmp_path)
+    folder = tmp_path / "MMLU" / "val"
+    folder.mkdir(parents=True)
+    (folder / "anatomy_val.csv").write_text("q1,a,b,c,d,A\n")
+    zero_shot = load_mc_task("mmlu", subjects=["anatomy"], data_dir=tmp_path)  # needs no MMLU/dev pool
+    assert len(zero_shot.items) == 1 and zero_shot.fewshot_pool is None
+    with pytest.raises(DataNotFoundError, match=r"lacks MMLU/dev/anatomy_dev\.csv"):
+        load_mc_task("mmlu", subjects=["anatomy"], data_dir=tmp_path, num_fewshot=1)

@@ -180,3 +180,32 @@ def test_cli_combines_multiple_choice_tasks_and_rejects_mixing_with_glue(tiny_lm
     assert "mmlu:anatomy (val, letters scoring, 0-shot): acc=" in capsys.readouterr().out
     assert main(["eval", "--model", str(model_dir), "--task", "sciq,sst2"]) == 2
     assert "only multiple-choice tasks" in capsys.readouterr().err
+
+
+def _refuse_nan(constant: str):
+    raise ValueError(f"{constant} is not JSON")
+
+
+def test_one_item_writes_strict_json_with_null_for_the_undefined_standard_error(tiny_lm, tokenizer, tmp_path):
+    model_dir = _save_tiny_model(tiny_lm, tokenizer, tmp_path / "model")
+    items = tmp_path / "one.jsonl"
+    items.write_text(json.dumps({"question": "Is 2 even?", "choices": ["yes", "no"], "answer": 0}) + "\n")
+    output = tmp_path / "one.json"
+    assert main(["eval", "--model", str(model_dir), "--mc-file", str(items), "--output", str(output),
+                 "--no-progress"]) == 0
+    record = json.loads(output.read_text(), parse_constant=_refuse_nan)  # a bare NaN would raise here
+    result = record["results"][0]
+    assert result["n"] == 1 and result["acc_stderr"] is None and result["acc_norm_stderr"] is None
+    assert result["acc"] in (0.0, 1.0)
+
+
+def test_the_scorer_refuses_an_empty_choice(tiny_lm, tokenizer):
+    item = MCItem("Question: Is 2 even?\nAnswer:", ("yes", ""), 0, "items.jsonl:3")
+    with pytest.raises(ValueError, match=r"item 'items\.jsonl:3': choice 1 is empty"):
+        evaluate_multiple_choice(tiny_lm, tokenizer, [item], progress=False)
+
+
+def test_a_missing_data_dir_is_an_error_before_any_model_loads(tmp_path, capsys):
+    missing = tmp_path / "no-such-dir"
+    assert main(["eval", "--model", "nosuchmodel", "--task", "arc-easy", "--data-dir", str(missing)]) == 2
+    assert f"--data-dir {missing} does not exist" in capsys.readouterr().err

@@ -27,6 +27,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_command_line(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None):
+    """The parsed arguments, with ``key=value`` overrides accepted anywhere after the subcommand.
+
+    argparse hands a trailing positional list only the words before the first flag, so in
+    ``train --config X --no-latency prune.density=0.5`` the override would be "unrecognized". Words left over
+    that look like ``key=value`` join ``args.overrides`` (in command-line order) for a command that takes
+    overrides; anything else left over is still an error.
+    """
+    parser = parser or build_parser()
+    args, leftover = parser.parse_known_args(argv)
+    takes_overrides = isinstance(getattr(args, "overrides", None), list)
+    overrides = [word for word in leftover if takes_overrides and _is_override(word)]
+    unknown = [word for word in leftover if word not in overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
+    return args
+
+
+def _is_override(word: str) -> bool:
+    """``prune.density=0.5``: a key (no leading dash) and a value."""
+    key, sep, _ = word.partition("=")
+    return bool(sep) and bool(key.strip()) and not word.startswith("-")
+
+
 def _quiet_transformers() -> None:
     """Keep transformers' load reports and per-file progress bars out of the command's output."""
     import os
@@ -43,7 +69,7 @@ def _quiet_transformers() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(argv)
     _quiet_transformers()
     try:
         return int(args._run(args) or 0)

@@ -1,5 +1,7 @@
 """Run configuration: dataclasses are the source of truth, YAML files override defaults, and
 ``key.sub=value`` command-line overrides override the YAML. The resolved config is saved with every run.
+Every value is checked when a config is read (type, range or choices, and the pruning schedule against
+``train.steps``); an error names the key, what it must be, and, for a file's bad value or syntax, the file.
 
     config = load_config("configs/minilm/sst2.yaml", ["prune.density=0.5", "train.lr=3e-4"])
 """
@@ -7,6 +9,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -14,6 +18,9 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from aptune.distill.self_distill import DistillConfig
+from aptune.model import ADAPTER_ROLES
+from aptune.models.loading import HEADS
+from aptune.salience import SCORERS
 
 
 @dataclass
@@ -86,6 +93,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 0  # 0: no periodic checkpoints
     resume: bool = False  # continue from the latest checkpoint in output_dir/checkpoints
+    overwrite: bool = False  # replace a previous run in output_dir (its files are removed first)
     stop_after: int | None = None  # stop (as if crashed) after this step's checkpoint; for tests
     optimizer_reset: bool = False  # True reproduces the paper: AdamW moments dropped at every shape change
     seed: int = 42
@@ -109,6 +117,12 @@ class APTConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     optimizer_reset: bool = False
 
+    def validate(self, total_steps: int) -> None:
+        """Types and ranges of every value (the keys named as in a run config), and the pruning window
+        against ``total_steps``: what :class:`aptune.APT` checks before it lays out its schedules."""
+        _check_values(self)
+        _check_schedule(total_steps, self.prune)
+
 
 @dataclass
 class RunConfig:
@@ -125,15 +139,10 @@ class RunConfig:
         self.validate()
 
     def validate(self) -> None:
-        if not 0.0 < self.prune.density <= 1.0:
-            raise ValueError(f"prune.density must lie in (0, 1]; got {self.prune.density}")
-        if self.distill.teacher not in ("best", "live"):
-            raise ValueError(f"distill.teacher must be best or live; got {self.distill.teacher!r}")
-        if self.rank.strategy not in ("salience", "uniform", "none"):
-            raise ValueError(f"rank.strategy must be salience, uniform or none; got {self.rank.strategy!r}")
-        if self.train.steps < 0 or self.train.batch_size <= 0:
-            raise ValueError(f"train.steps must be >= 0 and train.batch_size positive; got {self.train.steps} and "
-                             f"{self.train.batch_size}")
+        """Every value's type and range, then the values that must agree (the pruning schedule, the data
+        files); the message names the key and what it must be."""
+        _check_values(self)
+        _check_schedule(self.train.steps, self.prune)
         if self.train.steps == 0 and self.prune.enabled and not self.prune.before_tuning:
             raise ValueError("train.steps=0 (evaluate and export without tuning) cannot prune on a schedule: set "
                              "prune.enabled=false, or prune.before_tuning=true for one cut before any tuning")
@@ -153,33 +162,237 @@ class RunConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
+# ------------------------------------------------------------------------------------------ validation
+
+_Rule = tuple[str, Callable[[Any], bool]]  # (what the value must do, in words: "be >= 0"; the test)
+
+# Written so that NaN fails every test: `v >= 0` is False for NaN where `not v < 0` would be True.
+_AT_LEAST_0: _Rule = ("be >= 0", lambda v: v >= 0)
+_AT_LEAST_1: _Rule = ("be >= 1", lambda v: v >= 1)
+_POSITIVE: _Rule = ("be > 0", lambda v: v > 0)
+_IN_0_1_OPEN_CLOSED: _Rule = ("lie in (0, 1]", lambda v: 0 < v <= 1)
+_IN_0_1_CLOSED_OPEN: _Rule = ("lie in [0, 1)", lambda v: 0 <= v < 1)
+_IN_0_1_CLOSED: _Rule = ("lie in [0, 1]", lambda v: 0 <= v <= 1)
+_NON_EMPTY: _Rule = ("be a non-empty string", lambda v: bool(v.strip()))
+
+
+def _one_of(names) -> _Rule:
+    names = tuple(names)
+    return f"be one of {', '.join(names)}", lambda v: v in names
+
+
+# Ranges and choices by key; types come from the dataclass fields, and null (where a field allows it) skips
+# the rule. Every field with a range or a fixed set of choices is here.
+_RULES: dict[str, _Rule] = {
+    "output_dir": _NON_EMPTY,
+    "model.name": _NON_EMPTY,
+    "model.head": _one_of(HEADS),
+    "data.task": _NON_EMPTY,
+    "data.data_dir": _NON_EMPTY,
+    "data.max_length": _AT_LEAST_1,
+    "data.max_train_samples": _AT_LEAST_1,
+    "data.max_eval_samples": _AT_LEAST_1,
+    "data.train_file": _NON_EMPTY,
+    "data.eval_file": _NON_EMPTY,
+    "data.text_column": _NON_EMPTY,
+    "data.text_pair_column": _NON_EMPTY,
+    "data.label_column": _NON_EMPTY,
+    "data.metric": _NON_EMPTY,
+    "data.instruction_field": _NON_EMPTY,
+    "data.input_field": _NON_EMPTY,
+    "data.output_field": _NON_EMPTY,
+    "data.messages_field": _NON_EMPTY,
+    "adapter.targets": (f"be a list of {', '.join(ADAPTER_ROLES)}", lambda v: set(v) <= set(ADAPTER_ROLES)),
+    "adapter.rank": _AT_LEAST_0,
+    "adapter.scaling": _POSITIVE,
+    "prune.density": _IN_0_1_OPEN_CLOSED,
+    "prune.salience": _one_of(SCORERS),
+    "prune.num_steps": _AT_LEAST_1,
+    "prune.start_step": _AT_LEAST_0,
+    "prune.end_fraction": _IN_0_1_OPEN_CLOSED,
+    "prune.warmup_fraction": _IN_0_1_CLOSED_OPEN,
+    "prune.mask_lr": _IN_0_1_OPEN_CLOSED,
+    "prune.round_to": _AT_LEAST_1,
+    "prune.calibration_batches": _AT_LEAST_1,
+    "rank.strategy": _one_of(("salience", "uniform", "none")),
+    "rank.budget_ratio": _AT_LEAST_1,
+    "rank.max_rank_ratio": _AT_LEAST_1,
+    "distill.temperature": _POSITIVE,
+    "distill.pred_weight": _AT_LEAST_0,
+    "distill.layer_weight": _AT_LEAST_0,
+    "distill.kl_scale": _POSITIVE,
+    "distill.num_blocks": _AT_LEAST_1,
+    "distill.transform_rank": _AT_LEAST_0,
+    "distill.max_mu": _IN_0_1_CLOSED,
+    "distill.teacher": _one_of(("best", "live")),
+    "train.steps": _AT_LEAST_0,
+    "train.batch_size": _AT_LEAST_1,
+    "train.lr": _POSITIVE,
+    "train.weight_decay": _AT_LEAST_0,
+    "train.warmup_ratio": _IN_0_1_CLOSED_OPEN,
+    "train.grad_clip": _POSITIVE,
+    "train.eval_every": _AT_LEAST_1,
+    "train.log_every": _AT_LEAST_1,
+    "train.checkpoint_every": _AT_LEAST_0,
+    "train.stop_after": _AT_LEAST_1,
+    "train.seed": _AT_LEAST_0,
+    "train.threads": _AT_LEAST_1,
+}
+
+
+def _check_values(config: Any) -> None:
+    """Every value of ``config`` (a run config or the method's sections) against its type and its rule."""
+    hints = {}
+    for key, value, hint in _leaves(config):
+        _check_type(value, hint, key)
+        hints[key] = hint
+    for key, (rule, holds) in _RULES.items():
+        if key not in hints:  # a rule of a section this config does not have
+            continue
+        value = _value_at(config, key)
+        if value is not None and not holds(value):
+            also = " (or null)" if _allows_null(hints[key]) else ""
+            raise ValueError(f"{key} must {rule}{also}; got {value!r}")
+
+
+def _leaves(obj: Any, prefix: str = ""):
+    """``(dotted key, value, type hint)`` of every non-section field, sections walked in order."""
+    hints = get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _leaves(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", value, hints[f.name]
+
+
+def _value_at(obj: Any, key: str) -> Any:
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _target_type(hint: Any) -> Any:
+    """``int`` for ``int`` and ``int | None``; ``list`` for ``list[str]``."""
+    if get_origin(hint) is list:
+        return list
+    args = [a for a in get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _type_name(target: Any) -> str:
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "a string",
+            list: "a list of strings"}.get(target, getattr(target, "__name__", str(target)))
+
+
+def _allows_null(hint: Any) -> bool:
+    return type(None) in get_args(hint)
+
+
+def _check_type(value: Any, hint: Any, key: str) -> None:
+    """A value set in Python (not read from YAML) must already have its field's type."""
+    if value is None:
+        if not _allows_null(hint):
+            raise ValueError(f"{key} cannot be null; give {_type_name(_target_type(hint))}")
+        return
+    target = _target_type(hint)
+    fits = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+        str: lambda v: isinstance(v, str),
+        list: lambda v: isinstance(v, list) and all(isinstance(item, str) for item in v),
+    }.get(target, lambda v: True)
+    if not fits(value):
+        raise ValueError(f"{key} must be {_type_name(target)}; got {value!r}")
+
+
+def _check_schedule(steps: int, prune: "PruneConfig") -> None:
+    """The pruning window ``(prune.start_step, prune.end_fraction * train.steps]`` must lie in the run and hold
+    at least one step per pruning step (rank growth follows the same steps, so this holds with pruning off)."""
+    if steps == 0:  # evaluate and export only: there is no schedule
+        return
+    start, count = prune.start_step, prune.num_steps
+    if start >= steps:
+        raise ValueError(f"prune.start_step={start} is past train.steps={steps}; set prune.start_step below {steps}")
+    end = int(prune.end_fraction * steps)
+    where = f"prune.end_fraction={prune.end_fraction} x train.steps={steps}"
+    if end <= start:
+        least = math.ceil((start + 1) / steps * 1000) / 1000  # rounded up, so the product reaches start + 1
+        fixes = f"set prune.end_fraction to at least {least:g}" if least <= 1 else "train longer"
+        if end >= 1:
+            fixes += f" or prune.start_step below {end}"
+        raise ValueError(f"the pruning window ends at step {end} ({where}), not after prune.start_step={start}; "
+                         f"{fixes}")
+    if end - start < count:
+        raise ValueError(f"prune.num_steps={count} pruning steps do not fit in the pruning window ({start}, {end}] "
+                         f"(prune.start_step={start}, {where}), which holds {end - start} steps; set "
+                         f"prune.num_steps to at most {end - start}, or widen the window")
+
+
+# ------------------------------------------------------------------------------- reading and overrides
+
+
+def _as_int(value: Any, key: str) -> int:
+    """A whole number: ints, integral floats (``1000.0``) and their strings; ``1.5`` is refused, not cut to 1."""
+    number = _as_float(value, key, "a whole number")
+    if isinstance(number, int):
+        return number
+    if not number.is_integer():
+        raise ValueError(f"{key} must be a whole number; got {value!r}")
+    return int(number)
+
+
+def _as_float(value: Any, key: str, kind: str = "a number") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{key} must be {kind}; got {value!r}")
+    if isinstance(value, int):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{key} must be {kind}; got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{key} must be a finite number; got {value!r}")
+    return number
+
+
+def _as_bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if isinstance(value, (str, int)) and str(value).lower() in words:
+        return words[str(value).lower()]
+    raise ValueError(f"{key} must be true or false; got {value!r}")
+
+
+def _as_str_list(value: Any, key: str) -> list[str]:
+    if isinstance(value, str):  # from the command line: q,v,up
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{key} must be a list of strings (or one comma-separated string); got {value!r}")
+    return list(value)
+
+
+def _as_str(value: Any, key: str) -> str:
+    if isinstance(value, (list, tuple, dict)):
+        raise ValueError(f"{key} must be a string; got {value!r}")
+    return str(value)
+
+
+_READERS = {int: _as_int, float: _as_float, bool: _as_bool, str: _as_str, list: _as_str_list}
+
+
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Turn a YAML/CLI value into the field's type, with an error naming the key."""
-    origin = get_origin(hint)
-    args = [a for a in get_args(hint) if a is not type(None)]
     if value is None:
-        if type(None) in get_args(hint):
+        if _allows_null(hint):
             return None
-        raise ValueError(f"{key} cannot be null")
-    if origin is list:
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v]
-        return list(value)
-    target = args[0] if args and origin is not None else hint
-    try:
-        if target is bool:
-            if isinstance(value, str):
-                if value.lower() in ("true", "1", "yes"):
-                    return True
-                if value.lower() in ("false", "0", "no"):
-                    return False
-                raise ValueError
-            return bool(value)
-        if target in (int, float, str):
-            return target(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key}: cannot read {value!r} as {getattr(target, '__name__', target)}") from None
-    return value
+        raise ValueError(f"{key} cannot be null; give {_type_name(_target_type(hint))}")
+    target = _target_type(hint)
+    reader = _READERS.get(target)
+    value = reader(value, key) if reader else value
+    return float(value) if target is float else value
 
 
 def _apply(obj: Any, updates: dict, prefix: str = "") -> None:
@@ -222,8 +435,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"config file {path} does not exist")
-        for layer in _yaml_chain(path):
-            _apply(config, layer)
+        for layer_path, layer in _yaml_chain(path):
+            try:
+                _apply(config, layer)
+            except ValueError as err:  # say which file of the base: chain holds the bad value
+                raise ValueError(f"{layer_path}: {err}") from None
     _apply(config, parse_overrides(overrides or []))
     config.validate()
     return config
@@ -236,10 +452,26 @@ def override_config(config: RunConfig, tree: dict) -> RunConfig:
     return config
 
 
-def _yaml_chain(path: Path) -> list[dict]:
-    data = yaml.safe_load(path.read_text()) or {}
+def _read_yaml(path: Path) -> Any:
+    """The parsed file; a syntax error names the file and line (``path:line: ...``)."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = " ".join(filter(None, (getattr(err, "context", None), getattr(err, "problem", None))))
+        raise ValueError(f"{where}: not valid YAML: {problem or err}") from None
+
+
+def _yaml_chain(path: Path) -> list[tuple[Path, dict]]:
+    """``(file, mapping)`` of the ``base:`` files, the furthest first, then ``path`` itself."""
+    data = _read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config file must be a mapping of sections")
     base = data.pop("base", None)
-    chain = _yaml_chain((path.parent / base).resolve()) if base else []
-    return chain + [data]
+    if not base:
+        return [(path, data)]
+    base_path = (path.parent / str(base)).resolve()
+    if not base_path.is_file():
+        raise FileNotFoundError(f"{path}: its base file {base!r} ({base_path}) does not exist")
+    return _yaml_chain(base_path) + [(path, data)]

@@ -116,6 +116,7 @@ class APT:
     def __init__(self, model: APTModel, config: APTConfig | None = None, total_steps: int = 1000, seed: int = 0):
         self.model = model
         self.config = config or APTConfig()
+        self.config.validate(total_steps)  # what a run config checks, for users who build the config in Python
         self.total_steps = int(total_steps)
         self.step = 0  # optimizer steps done
         self.best: float | None = None  # best dev score reported (the teacher follows it)
@@ -166,7 +167,13 @@ class APT:
             param.grad = None
 
     def density(self) -> float:
+        """Parameters the model holds now, as a share of the original (what memory and step time follow)."""
         return self.model.num_params() / self.model.original_params
+
+    def kept_density(self) -> float:
+        """Parameters the masks keep: what the model holds once masked blocks leave the tensors (under a dense
+        teacher that is at the last pruning step; otherwise it equals :meth:`density` between decays)."""
+        return self.model.num_kept_params() / self.model.original_params
 
     def schedules(self) -> dict:
         """Every scheduled quantity of the run, for ``schedule.json``."""
@@ -333,18 +340,13 @@ def _removed_since(before: dict, now: dict) -> dict[str, int]:
 
 
 def _pruning_schedule(p, total_steps: int) -> PruningSchedule:
-    """The pruning schedule of ``prune`` settings over ``total_steps`` steps."""
+    """The pruning schedule of ``prune`` settings over ``total_steps`` steps (the window was validated)."""
     if total_steps == 0:  # evaluate and export only: the untuned model (after the one cut, with before_tuning)
         density = p.density if p.enabled else 1.0
         return PruningSchedule(0, 0, 0, 0, start_density=density, target_density=density)
-    start, end = min(p.start_step, total_steps - 1), max(int(p.end_fraction * total_steps), p.start_step + 1)
-    if end > total_steps:
-        raise ValueError(f"the pruning window does not fit in {total_steps} training steps: prune.start_step="
-                         f"{p.start_step} and prune.end_fraction={p.end_fraction} put the last pruning step at {end}; "
-                         f"lower prune.start_step below {int(p.end_fraction * total_steps)} or train longer")
     return PruningSchedule.build(
-        total_steps=total_steps, start=start, end=end, num_prunings=p.num_steps,
-        target_density=p.density if p.enabled else 1.0,
+        total_steps=total_steps, start=p.start_step, end=int(p.end_fraction * total_steps),
+        num_prunings=p.num_steps, target_density=p.density if p.enabled else 1.0,
         # pruned once before tuning: the schedule then only carries the rank-growth steps
         start_density=p.density if (p.enabled and p.before_tuning) else 1.0,
         warmup_steps=int(p.warmup_fraction * total_steps),

@@ -30,6 +30,10 @@ from aptune.structures.prune import prune_physically
 from aptune.structures.standins import set_submodule
 
 
+# the linear roles an adapter can sit on (what families' role_paths() name)
+ADAPTER_ROLES = ("q", "k", "v", "o", "up", "gate", "down")
+
+
 @dataclass
 class AdapterConfig:
     """Where adapters go and how big they start.
@@ -49,10 +53,9 @@ class AdapterConfig:
     train_base: bool = False
 
     def __post_init__(self):
-        roles = {"q", "k", "v", "o", "up", "gate", "down"}
-        unknown = set(self.targets) - roles
+        unknown = set(self.targets) - set(ADAPTER_ROLES)
         if unknown:
-            raise ValueError(f"unknown adapter targets {sorted(unknown)}; choose from {sorted(roles)}")
+            raise ValueError(f"unknown adapter targets {sorted(unknown)}; choose from {', '.join(ADAPTER_ROLES)}")
         if self.rank < 0:
             raise ValueError(f"adapter rank must be >= 0, got {self.rank}")
 

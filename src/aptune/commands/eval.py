@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -45,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64, help="--prompts: longest answer in tokens")
     parser.add_argument("--split", help="data split (ARC: train/dev/test, default dev; SciQ: valid/test, default "
                                         "test; MMLU: dev/val/test, default val; GLUE: the dev set)")
-    parser.add_argument("--data-dir", type=Path, help="data folder tried before $APTUNE_DATA and ../shared/data")
+    parser.add_argument("--data-dir", type=Path,
+                        help="data folder to read, and nothing else (it must hold the split evaluated); default: "
+                             "$APTUNE_DATA, then ../shared/data beside the checkout, then the hub")
     parser.add_argument("--num-fewshot", type=int, default=0, help="solved examples before each question (default 0)")
     parser.add_argument("--batch-size", type=int, default=8, help="questions (or GLUE examples) per forward pass")
     parser.add_argument("--max-samples", type=int, help="evaluate a seeded random subset of this many items")
@@ -84,8 +87,23 @@ def _load(args, head: str):
     if head not in loaded:
         tokenizer = load_tokenizer(args.model)
         model = load_model(args.model, head=head, dtype=getattr(torch, args.dtype))
+        _warn_if_untrained(args, model)
         loaded[head] = model.to(_device(args.device)), tokenizer
     return loaded[head]
+
+
+def _warn_if_untrained(args, model) -> None:
+    """Say first, before any score, that a head the files did not hold is random (its scores mean nothing)."""
+    from aptune.models import untrained_head
+
+    names = untrained_head(model)
+    if not names:
+        return
+    which = ", ".join(f"`{name}`" for name in names)
+    warning = (f"warning: the task head {which} was never trained: it is randomly initialised, so the scores are "
+               f"chance-level; evaluate a fine-tuned model or an aptune export")
+    print(warning, flush=True)
+    vars(args).setdefault("_warnings", []).append(warning)
 
 
 def _task_names(task: str) -> list[str]:
@@ -145,7 +163,8 @@ def _run_glue(args) -> list[dict[str, Any]]:
                           max_eval_samples=args.max_samples, seed=args.seed, include_train=False)
     print(f"data: {task.name} from {task.source.describe()}")
     for note in task.notes:
-        print(f"note: {note}")
+        if note != task.source.note:  # the source's description already says it
+            print(f"note: {note}")
     started = time.perf_counter()
     metrics = evaluate_task(model, task, pad_token_id=tokenizer.pad_token_id or 0, batch_size=args.batch_size,
                             progress=not args.no_progress)
@@ -193,6 +212,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if not (args.task or args.mc_file or args.lm_eval or args.prompts):
         raise ValueError("nothing to evaluate: give --task, --mc-file, --lm-eval or --prompts")
+    if args.data_dir is not None and not args.data_dir.is_dir():  # say so before a model is loaded
+        raise FileNotFoundError(f"--data-dir {args.data_dir} does not exist (or is not a folder); when a data "
+                                "folder is given, nothing else is read")
     prompts = None
     if args.prompts:
         from aptune.eval.generate import read_prompts
@@ -230,6 +252,24 @@ def run(args: argparse.Namespace) -> int:
     }
     if generations is not None:
         record["generations"] = generations
-    output.write_text(json.dumps(record, indent=2) + "\n")
+    if vars(args).get("_warnings"):
+        record["warnings"] = vars(args)["_warnings"]
+    write_json(output, record)
     print(f"wrote {output}")
     return 0
+
+
+def write_json(path: Path, record: Any) -> None:
+    """Strict JSON: a value that is not a number (the standard error of a single item) is written as null,
+    since a bare NaN is not JSON and strict readers refuse the file."""
+    path.write_text(json.dumps(_nan_to_none(record), indent=2, allow_nan=False) + "\n")
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _nan_to_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(item) for item in value]
+    return value

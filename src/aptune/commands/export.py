@@ -24,14 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def find_checkpoint(path: Path) -> Path:
     """The checkpoint folder ``path`` names, or the latest one of the run folder ``path``."""
-    from aptune.train.checkpoint import latest_checkpoint
+    from aptune.train.checkpoint import check_checkpoint, latest_intact_checkpoint
 
     if (path / "trainer_state.json").is_file():
+        problem = check_checkpoint(path)
+        if problem:
+            raise ValueError(f"checkpoint {path} is damaged: {problem}")
         return path
-    latest = latest_checkpoint(path / "checkpoints")
+    latest = latest_intact_checkpoint(path / "checkpoints")
     if latest is None:
         raise FileNotFoundError(f"{path} is neither a checkpoint folder (with trainer_state.json) nor a run folder "
-                                f"with checkpoints/step-*; runs write checkpoints with train.checkpoint_every=N")
+                                f"with an intact checkpoints/step-*; runs write checkpoints with train.checkpoint_every=N")
     return latest
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 NAME = "prune"
@@ -40,6 +41,28 @@ def check_density(density: float) -> float:
     return density
 
 
+def search_density(scores, apt, density: float, round_to: int):
+    """The keep set of ``density`` x the prunable parameters; one that leaves the model nothing to compute is an
+    error naming the density and the smallest one that works."""
+    from aptune.search import EmptyKeepSetError, search_keep_set
+
+    try:
+        return search_keep_set(scores, apt.state, apt.counter, int(density * apt.original_params), round_to=round_to)
+    except EmptyKeepSetError as err:
+        raise ValueError(_density_advice(err, density, apt.original_params, round_to)) from None
+
+
+def _density_advice(err, density: float, total: int, round_to: int) -> str:
+    said = f"--density {density:g} keeps {err.missing}, so the pruned model would compute nothing"
+    if err.smallest_budget is None:
+        return f"{said}; raise the density"
+    # rounded up, so that int(smallest * total) reaches the budget
+    smallest = math.ceil((err.smallest_budget + 0.5) / total * 1e6) / 1e6
+    rounding = f" with --round-to {round_to}" if round_to > 1 else ""
+    return (f"{said}; the smallest density that keeps at least one hidden dimension and one attention head or FFN "
+            f"neuron{rounding} is {smallest:g}: raise the density")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -47,17 +70,17 @@ def run(args: argparse.Namespace) -> int:
     from aptune.model import AdapterConfig, APTModel
     from aptune.models import load_model, load_tokenizer
     from aptune.salience import build_scorer
-    from aptune.search import search_keep_set
 
     check_density(args.density)
+    if args.round_to < 1:
+        raise ValueError(f"--round-to must be >= 1 (1 keeps the exact budget); got {args.round_to}")
     torch.manual_seed(args.seed)
     num_labels = args.num_labels if args.head == "sequence-classification" else None
     apt = APTModel(load_model(args.model, head=args.head, num_labels=num_labels), AdapterConfig(rank=0),
                    seed=args.seed)
     scorer = build_scorer(args.score, **({"seed": args.seed} if args.score == "random" else {})).attach(apt)
     scorer.update()
-    budget = int(args.density * apt.original_params)
-    keep = search_keep_set(scorer.scores(), apt.state, apt.counter, budget, round_to=args.round_to)
+    keep = search_density(scorer.scores(), apt, args.density, args.round_to)
     apt.state.set_masks(heads=keep.heads, ffn=keep.ffn, hidden=keep.hidden)
     kept = apt.state.kept_sizes()
     print(f"kept {sum(kept['heads'].values())} of {sum(len(m) for m in apt.state.heads.values())} head groups, "

@@ -1,7 +1,8 @@
 """Tasks and data: GLUE, Alpaca-format instruction data, multiple-choice sets, batching.
 
-Data is found in an explicit folder, ``$APTUNE_DATA``, the ``shared/data`` folder beside the checkout,
-or the Hugging Face hub, in that order (:mod:`aptune.data.resolve`).
+Data is read from the folder the caller names, and only there; without one it is found in ``$APTUNE_DATA``,
+the ``shared/data`` folder beside the checkout, or the Hugging Face hub, in that order
+(:mod:`aptune.data.resolve`).
 
 * :func:`load_glue_task` -> :class:`TaskData` (``train``, ``eval``, ``num_labels``, ``metric_names``...)
 * :func:`load_instruction_data` -> :class:`InstructionData` (labels only on response tokens)

@@ -12,9 +12,10 @@ API for the trainer::
 Data is read from local GLUE-format folders (the layout of the official ``download_glue_data.py``:
 ``<root>/SST-2/train.tsv``, ``dev.tsv``, ...) found as described in :mod:`aptune.data.resolve`, with
 the hub (``nyu-mll/glue``) as fallback. The evaluation split is GLUE's dev set (test labels are
-hidden). When a folder has ``dev.tsv`` but no ``train.tsv`` (QNLI in the shared data), a seeded split
-of dev provides both: ``dev_split_eval_fraction`` of it (default 20%) for evaluation, the rest for
-training; ``TaskData.notes`` says so.
+hidden). A data folder the caller names must hold ``dev.tsv``, and ``train.tsv`` too when training.
+Without one, when the place found has ``dev.tsv`` but no ``train.tsv`` (QNLI in the shared data), a
+seeded split of dev provides both: ``dev_split_eval_fraction`` of it (default 20%) for evaluation, the
+rest for training; ``TaskData.notes`` and the source's description (``str(task.source)``) say so.
 
 Label ids follow the hub's GLUE convention (e.g. RTE/QNLI: 0 = entailment, 1 = not_entailment; MNLI:
 entailment, neutral, contradiction), so local and hub data give the same ids.
@@ -25,6 +26,7 @@ in file order, so quick profiles see both classes and the same seed gives the sa
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -202,16 +204,23 @@ def load_glue_examples(
 
     Args:
         name: task name (see :func:`glue_task_spec`).
-        data_dir: explicit data folder tried first.
-        seed: seed of the dev split used when a folder has no train file.
+        data_dir: explicit data folder, the only place read when given: it must hold the dev file, and the
+            train file when ``include_train``.
+        seed: seed of the dev split used when no folder is given and the place found has no train file.
         dev_split_eval_fraction: share of dev kept for evaluation in that case.
         include_train: ``False`` reads only the eval split (faster for evaluation of a trained model).
 
     Raises:
-        DataNotFoundError: no place has the task; lists every place tried.
+        DataNotFoundError: the given folder lacks a needed file (named), or no place has the task (every place
+            tried is listed).
         DataFormatError: a file is malformed.
     """
     spec = glue_task_spec(name)
+    eval_file, train_file = f"{spec.folder}/{spec.eval_file}", f"{spec.folder}/{spec.train_file}"
+    if data_dir:  # the user's folder: it must hold every split needed, no dev split stands in for train
+        files, optional = [eval_file, train_file] if include_train else [eval_file], []
+    else:
+        files, optional = [eval_file], [train_file]
     hub_id = f"nyu-mll/glue:{spec.hub_config}"
 
     def from_hub():
@@ -221,12 +230,7 @@ def load_glue_examples(
         return splits
 
     resolved = resolve_data(
-        f"GLUE {spec.folder}",
-        [f"{spec.folder}/{spec.eval_file}"],
-        data_dir=data_dir,
-        hub_loader=from_hub,
-        hub_id=hub_id,
-        optional_files=[f"{spec.folder}/{spec.train_file}"],
+        f"GLUE {spec.folder}", files, data_dir=data_dir, hub_loader=from_hub, hub_id=hub_id, optional_files=optional
     )
     notes: list[str] = []
     if resolved.hub_data is not None:
@@ -234,22 +238,23 @@ def load_glue_examples(
         train_examples = _hub_examples(spec, resolved.hub_data["train"], "train") if include_train else []
         return GlueSplits(spec, train_examples, eval_examples, resolved.source, notes)
 
-    eval_path, train_path = resolved.paths
+    eval_path, train_path = resolved.paths[0], (resolved.paths[1:] or [None])[0]
     eval_examples = read_glue_file(spec, eval_path)
+    if train_path is None:  # a given folder, evaluation only: the whole dev set
+        return GlueSplits(spec, [], eval_examples, resolved.source, notes)
     if train_path.is_file():
         train_examples = read_glue_file(spec, train_path) if include_train else []
-    else:
-        # No train split on disk (QNLI in the shared data): carve train and eval out of dev.
-        train_examples, eval_examples = split_examples(eval_examples, dev_split_eval_fraction, seed)
-        note = (
-            f"{train_path} not found: split {eval_path.name} ({len(train_examples) + len(eval_examples)} rows) "
-            f"with seed {seed} into {len(train_examples)} train / {len(eval_examples)} eval"
-        )
-        notes.append(note)
-        logger.info("GLUE %s: %s", spec.folder, note)
-        if not include_train:
-            train_examples = []
-    return GlueSplits(spec, train_examples, eval_examples, resolved.source, notes)
+        return GlueSplits(spec, train_examples, eval_examples, resolved.source, notes)
+    # No train split where the data was found (QNLI in the shared data): carve train and eval out of dev.
+    train_examples, eval_examples = split_examples(eval_examples, dev_split_eval_fraction, seed)
+    note = (
+        f"{train_path} not found: split {eval_path.name} ({len(train_examples) + len(eval_examples)} rows) "
+        f"with seed {seed} into {len(train_examples)} train / {len(eval_examples)} eval"
+    )
+    notes.append(note)
+    logger.info("GLUE %s: %s", spec.folder, note)
+    source = dataclasses.replace(resolved.source, note=note)  # printed wherever the source is (train, eval)
+    return GlueSplits(spec, train_examples if include_train else [], eval_examples, source, notes)
 
 
 def tokenize_pairs(
@@ -319,7 +324,7 @@ def load_glue_task(
             (any usual spelling).
         tokenizer: a Hugging Face tokenizer.
         max_length: truncation length in tokens.
-        data_dir: explicit data folder tried first (see :mod:`aptune.data.resolve`).
+        data_dir: explicit data folder, the only place read when given (see :mod:`aptune.data.resolve`).
         max_train_samples / max_eval_samples: seeded random subsets for quick runs.
         seed: seed of subsampling and of the dev split for tasks without a train file.
         dev_split_eval_fraction: eval share of dev when there is no train file.

@@ -307,7 +307,8 @@ def load_instruction_data(
         max_length: maximum tokens per example (prompt + response).
         eval_fraction: share of records held out for evaluation (seeded random split).
         seed: seed of the split and of subsampling.
-        data_dir: explicit data folder tried first when ``path_or_name`` is ``"alpaca"``.
+        data_dir: explicit data folder, the only place read when ``path_or_name`` is ``"alpaca"`` (it must hold
+            ``alpaca/alpaca_en_demo.json``).
         max_train_samples / max_eval_samples: seeded random subsets for quick runs.
         prompt_style: ``"auto"`` (chat template if any, else Alpaca), ``"chat_template"`` or ``"alpaca"``.
         fields: the field names of a file's records (Alpaca's by default, or a chat ``messages`` list).

@@ -5,7 +5,9 @@ An :class:`MCItem` is what the scorer in :mod:`aptune.eval.mc` needs: a ``contex
 space), the index of the right one, and an optional ``description`` placed once before any few-shot
 examples. Prompts follow lm-evaluation-harness, so numbers are comparable:
 
-* ARC, SciQ and the generic format: ``"Question: {question}\\nAnswer:"``, choices are the option texts.
+* ARC, SciQ and the generic format: ``"Question: {question}\\nAnswer:"``, choices are the option texts. An
+  item with an empty question (the generic format allows it: e.g. a completion where only the choices
+  differ) is prompted with ``"Answer:"`` alone, not with an empty ``"Question: "`` line.
   SciQ is scored without its support passage by default (``include_support=True`` prepends it, as
   lm-eval's ``sciq`` task does); its choices are ``[distractor1, distractor2, distractor3, correct]``.
 * MMLU, ``scoring="letters"`` (lm-eval ``mmlu``): the question and ``A. ... D. ...`` lines, choices
@@ -24,7 +26,11 @@ Loaders (each resolves data as in :mod:`aptune.data.resolve`, hub as fallback)::
     load_mc_jsonl("items.jsonl")       # {"question": str, "choices": [str, ...], "answer": int} per line
     load_mc_task("arc-easy", split="dev")                # by name, for the command line
 
-The generic JSONL format may also carry ``"id"`` and ``"subject"``; any other key is ignored.
+The generic JSONL format may also carry ``"id"`` and ``"subject"``; any other key is ignored. Every choice
+must have text: an empty one would be scored as the bare delimiter (a space), which can win.
+
+A ``data_dir`` given to a loader is the only place read; the splits a call needs (the few-shot pool's too)
+must be there.
 """
 
 from __future__ import annotations
@@ -91,7 +97,9 @@ class MCDataset:
 
 
 def _question_item(question: str, choices: Sequence[str], answer: int, item_id: str, group: str = "") -> MCItem:
-    return MCItem(f"Question: {question.strip()}\nAnswer:", tuple(choices), answer, item_id, group)
+    """lm-eval's ``Question: ...\\nAnswer:`` prompt; ``Answer:`` alone when there is no question."""
+    context = f"Question: {question.strip()}\nAnswer:" if question.strip() else "Answer:"
+    return MCItem(context, tuple(choices), answer, item_id, group)
 
 
 # ---------------------------------------------------------------------------------------------- ARC
@@ -217,11 +225,13 @@ def load_mmlu(
     subjects: Sequence[str] | None = None,
     scoring: str = "options",
     data_dir: str | Path | None = None,
+    with_fewshot_pool: bool = True,
 ) -> MCDataset:
     """MMLU items of ``split`` (``dev`` 5 per subject, ``val``, ``test``) for all or the chosen subjects.
 
     The few-shot pool (``MCDataset.fewshot_pool``) is the ``dev`` split of the same subjects, as in the
-    original MMLU protocol, when ``split`` is not ``dev`` itself.
+    original MMLU protocol, when ``split`` is not ``dev`` itself and ``with_fewshot_pool`` (zero-shot
+    evaluation needs no pool, so a data folder without ``MMLU/dev`` serves it).
     """
     if scoring not in MMLU_SCORINGS:
         raise ValueError(f"MMLU scoring must be one of {', '.join(MMLU_SCORINGS)}, got {scoring!r}")
@@ -231,7 +241,7 @@ def load_mmlu(
         raise ValueError(f"unknown MMLU subject(s) {unknown}; known: {', '.join(MMLU_SUBJECTS)}")
     items, source = _load_mmlu_items(split, chosen, scoring, data_dir)
     pool = None
-    if _mmlu_split_key(split)[0] != "dev":
+    if with_fewshot_pool and _mmlu_split_key(split)[0] != "dev":
         pool, _ = _load_mmlu_items("dev", chosen, scoring, data_dir)
     name = "mmlu" if subjects is None else "mmlu:" + ",".join(chosen)
     return MCDataset(name, items, source, scoring=scoring, fewshot_pool=pool, split=_mmlu_split_key(split)[0])
@@ -269,9 +279,12 @@ def _load_mmlu_items(split: str, subjects: list[str], scoring: str, data_dir) ->
 def load_mc_jsonl(path: str | Path) -> MCDataset:
     """Items from a JSON-lines file, one ``{"question": str, "choices": [str, ...], "answer": int}`` a line.
 
+    The prompt is ``"Question: {question}\\nAnswer:"``; an empty question is allowed and gives the prompt
+    ``"Answer:"`` (the choices alone then carry the item, as in a sentence-completion set).
+
     Raises:
-        DataFormatError: invalid JSON, a missing or mistyped field, or an answer out of range; the
-            message names the file and line.
+        DataFormatError: invalid JSON, a missing or mistyped field, an empty choice, or an answer out of
+            range; the message names the file and line.
     """
     path = Path(path)
     if not path.is_file():
@@ -288,6 +301,10 @@ def load_mc_jsonl(path: str | Path) -> MCDataset:
             raise DataFormatError(path, line, "field 'question' must be a string")
         if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
             raise DataFormatError(path, line, "field 'choices' must be a list of at least two strings")
+        empty = [number for number, choice in enumerate(choices) if not choice.strip()]
+        if empty:
+            raise DataFormatError(path, line, f"choice {empty[0]} of 'choices' is empty; every choice needs text (an "
+                                              f"empty one is scored as a bare space and can win)")
         if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
             raise DataFormatError(
                 path, line, f"field 'answer' must be an integer index in [0, {len(choices) - 1}], got {answer!r}"
@@ -332,5 +349,5 @@ def load_mc_task(
             dataset.fewshot_pool = load_sciq("valid", include_support, data_dir).items
         return dataset
     if key == "mmlu":
-        return load_mmlu(split or "val", subjects, scoring, data_dir)
+        return load_mmlu(split or "val", subjects, scoring, data_dir, with_fewshot_pool=num_fewshot > 0)
     raise ValueError(f"unknown multiple-choice task {name!r}; choose one of {', '.join(MC_TASKS)}")

@@ -372,6 +372,15 @@ def score_predictions(items: Sequence[MCItem], loglikelihoods: Sequence[Sequence
     }
 
 
+def _refuse_empty_choices(items: Sequence[MCItem]) -> None:
+    """An empty choice would be scored as the bare delimiter (a space), which can win; no data set means that."""
+    for item in items:
+        empty = [number for number, choice in enumerate(item.choices) if not choice.strip()]
+        if empty:
+            raise ValueError(f"item {item.id or item.context[:40]!r}: choice {empty[0]} is empty; every choice needs "
+                             "text (an empty one is scored as a bare space and can win)")
+
+
 def evaluate_multiple_choice(
     model,
     tokenizer,
@@ -412,6 +421,7 @@ def evaluate_multiple_choice(
     items = list(items)
     if not items:
         raise ValueError("no items to evaluate")
+    _refuse_empty_choices(items)
     pool = list(fewshot_pool) if fewshot_pool is not None else items
     prompts = [build_prompt(item, sample_fewshot(item, pool, num_fewshot, seed)) for item in items]
     continuations = [[item.target_delimiter + choice for choice in item.choices] for item in items]

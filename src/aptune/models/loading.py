@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 HEADS = ("base", "sequence-classification", "causal-lm", "seq2seq-lm")
+
+# org/name as the hub spells repository ids (letters, digits, - _ . ; one slash)
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,41 @@ def resolve_model_source(name_or_path: str | os.PathLike) -> ModelSource:
             f"model path {name!r} does not exist; give a short name ({', '.join(SHORT_NAMES)}), an existing "
             "directory, or a hub id like 'org/model'"
         )
+    _check_hub_id(name)
     return ModelSource(name)  # a hub id: transformers will try the hub (or its cache)
+
+
+def _check_hub_id(name: str) -> None:
+    """Fail at once, not after the hub's retries, for a name the hub cannot serve: one not shaped like
+    ``org/name`` (unless an old single-word id sits in the local cache), or any id missing from the local
+    cache while the hub is switched off (``HF_HUB_OFFLINE``)."""
+    if not _HUB_ID.fullmatch(name) and not _in_hub_cache(name):
+        raise FileNotFoundError(
+            f"no model `{name}`: not a short name ({', '.join(SHORT_NAMES)}), not a folder, and not a hub id "
+            "(org/name)"
+        )
+    if _hub_offline() and not _in_hub_cache(name):
+        raise FileNotFoundError(
+            f"model `{name}` is a hub id, but the hub is unreachable offline (HF_HUB_OFFLINE is set) and the "
+            f"local hub cache has no copy of it; download it once online (or unset HF_HUB_OFFLINE), or give a "
+            f"local folder"
+        )
+
+
+def _hub_offline() -> bool:
+    """Read at call time (not at import, as huggingface_hub does), so a later ``HF_HUB_OFFLINE=1`` counts."""
+    flags = (os.environ.get(var, "") for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(flag.strip().upper() in ("1", "ON", "YES", "TRUE") for flag in flags)
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """The id's ``config.json`` is in the local hub cache (no network is asked)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # an id the hub library itself refuses (spaces, two slashes...) is not cached
+        return False
 
 
 def _auto_class(head: str):
@@ -131,7 +169,9 @@ def load_model(
         dtype: weights dtype (GGUF files are dequantized to it).
 
     Returns:
-        The ``transformers`` model in eval mode.
+        The ``transformers`` model in eval mode (with ``output_loading_info=True``, as transformers does:
+        ``(model, loading info)``). :func:`untrained_head` names the parts of its task head that the files
+        did not hold.
     """
     source = resolve_model_source(name_or_path)
     cls = _auto_class(head)
@@ -140,11 +180,30 @@ def load_model(
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
     kwargs.setdefault("trust_remote_code", _is_aptune_export(source.path))
-    model = cls.from_pretrained(source.path, dtype=dtype, **kwargs)
+    return_info = kwargs.pop("output_loading_info", False)
+    model, info = cls.from_pretrained(source.path, dtype=dtype, output_loading_info=True, **kwargs)
+    model._aptune_untrained_head = _newly_initialised_head(model, info) if head != "base" else ()
     if source.gguf_file:
         _clear_quantizer_flags(model)
     model.eval()
-    return model
+    return (model, info) if return_info else model
+
+
+def untrained_head(model) -> tuple[str, ...]:
+    """The task-head modules :func:`load_model` initialised at random because the files had no weights for them
+    (``("classifier",)`` for a plain encoder loaded for sequence classification); empty for a model whose head
+    was loaded, or one that did not come from :func:`load_model`."""
+    return getattr(model, "_aptune_untrained_head", ())
+
+
+def _newly_initialised_head(model, info: dict) -> tuple[str, ...]:
+    """Top-level modules outside the base model with weights missing from (or of another shape than) the files."""
+    keys = set(info.get("missing_keys") or ())
+    keys |= {key[0] if isinstance(key, tuple) else key for key in info.get("mismatched_keys") or ()}
+    prefix = getattr(model, "base_model_prefix", "")
+    if not prefix:
+        return ()
+    return tuple(sorted({key.split(".")[0] for key in keys if key.split(".")[0] != prefix}))
 
 
 def load_tokenizer(name_or_path: str | os.PathLike, **kwargs):

@@ -1,6 +1,6 @@
 """How much to prune and when: the budgeted keep-set search and the schedules."""
 
-from aptune.search.budget import Block, KeepSet, blocks_of, search_keep_set
+from aptune.search.budget import Block, EmptyKeepSetError, KeepSet, blocks_of, search_keep_set
 from aptune.search.schedule import (
     PruningSchedule,
     cubic_density,
@@ -10,6 +10,7 @@ from aptune.search.schedule import (
 
 __all__ = [
     "Block",
+    "EmptyKeepSetError",
     "KeepSet",
     "PruningSchedule",
     "blocks_of",

@@ -34,6 +34,22 @@ class KeepSet:
     budget: int
 
 
+class EmptyKeepSetError(ValueError):
+    """The budget keeps no hidden dimension, or no attention head and no FFN neuron anywhere: such a model computes
+    nothing (all-zero logits), so it is refused rather than exported.
+
+    Attributes:
+        missing: what the keep set lacks, in words (``"no hidden dimension"``).
+        smallest_budget: the least budget whose keep set has a hidden dimension and a head or a neuron (with the
+            same ``round_to``); None when even the whole model would not.
+    """
+
+    def __init__(self, message: str, missing: str, smallest_budget: int | None):
+        super().__init__(message)
+        self.missing = missing
+        self.smallest_budget = smallest_budget
+
+
 def blocks_of(state: StructureState) -> list[Block]:
     """All blocks of a model, in a fixed order (heads, neurons, hidden dims)."""
     blocks = [Block("heads", n, i) for n, m in state.heads.items() for i in range(len(m))]
@@ -71,8 +87,8 @@ def search_keep_set(
             (dropping their least dense blocks): matmuls with aligned sizes run markedly faster, at the cost of
             ending slightly under the budget. 1 = exact search.
     """
-    if budget <= 0:
-        raise ValueError(f"parameter budget must be positive, got {budget}")
+    if budget < 0:
+        raise ValueError(f"parameter budget must be >= 0, got {budget}")
     costs = _block_costs(counter, state)
     kinds, sites, indices, densities = [], [], [], []
     site_names = list(state.heads) + list(state.ffn) + [""]
@@ -146,7 +162,42 @@ def search_keep_set(
                 # the kept blocks of this site in density order; drop the last (least dense) `excess`
                 ordered = index[selected][: len(kept)]
                 mask[ordered[len(kept) - excess:]] = 0.0
+    missing = _what_is_missing(heads, ffn, hidden)
+    if missing is not None:
+        length = _shortest_working_prefix(kind, site, [site_names.index(n) for n in state.ffn], round_to)
+        raise _empty_keep_set_error(budget, missing, params_of(length) if length is not None else None)
+    if round_to > 1:
         sizes = {"heads": {n: int(m.sum()) for n, m in heads.items()}, "ffn": {n: int(m.sum()) for n, m in ffn.items()},
                  "hidden": int(hidden.sum())}
         return KeepSet(heads, ffn, hidden, counter.count_sizes(sizes), budget)
     return KeepSet(heads, ffn, hidden, params_of(lo), budget)
+
+
+def _empty_keep_set_error(budget: int, missing: str, smallest: int | None) -> EmptyKeepSetError:
+    advice = (f"the smallest budget that keeps one hidden dimension and one attention head or FFN neuron is "
+              f"{smallest:,} parameters" if smallest is not None else "no budget keeps a working model")
+    return EmptyKeepSetError(f"a budget of {budget:,} parameters keeps {missing}, so the model would compute "
+                             f"nothing; {advice}: raise the density", missing, smallest)
+
+
+def _what_is_missing(heads: dict[str, torch.Tensor], ffn: dict[str, torch.Tensor], hidden: torch.Tensor) -> str | None:
+    """Why a keep set leaves a model that computes nothing, in words; None when it keeps enough."""
+    if not bool((hidden > 0).any()):
+        return "no hidden dimension"
+    if not any(bool((mask > 0).any()) for mask in (*heads.values(), *ffn.values())):
+        return "no attention head and no FFN neuron anywhere"
+    return None
+
+
+def _shortest_working_prefix(kind: torch.Tensor, site: torch.Tensor, ffn_sites: list[int], round_to: int) -> int | None:
+    """Length of the shortest density-sorted prefix that keeps a hidden dimension and a head or a neuron after
+    rounding (an FFN site or the hidden size needs ``round_to`` blocks to keep any); None if no prefix does."""
+    needed = max(1, round_to)
+    hidden = torch.cumsum(kind == 2, dim=0)
+    heads = torch.cumsum(kind == 0, dim=0)
+    widest_ffn = torch.zeros_like(hidden)
+    for sid in ffn_sites:
+        widest_ffn = torch.maximum(widest_ffn, torch.cumsum((kind == 1) & (site == sid), dim=0))
+    works = (hidden >= needed) & ((heads >= 1) | (widest_ffn >= needed))
+    found = torch.nonzero(works).flatten()
+    return int(found[0]) + 1 if len(found) else None

@@ -8,19 +8,26 @@ A checkpoint folder ``checkpoints/step-<N>/`` holds:
   EMAs, the method's generator, the distillation transform); its plain values go into ``trainer_state.json``;
 * ``optimizer.safetensors`` + the optimizer part of ``trainer_state.json``: AdamW moments by parameter name;
 * ``rng.safetensors``: torch's global RNG;
-* ``trainer_state.json``: step, adapter ranks, LR-scheduler state, the recipe's own state (eval history ...).
+* ``trainer_state.json``: step, adapter ranks, LR-scheduler state, the recipe's own state (eval history ...),
+  and the run's resolved config (less the keys a resume may change);
+* ``manifest.json``: the SHA-256 of every file above, written last.
 
 No pickles. Restoring rebuilds the pruned shapes from the pretrained model and the saved indices (prune to
-them, grow the ranks), then loads the values, so a resumed run continues with identical tensors. A folder
-is written under a temporary name and renamed, so a crash never leaves a half-written checkpoint.
+them, grow the ranks), then loads the values, so a resumed run continues with identical tensors. A folder is
+written under a unique temporary name and renamed, so a crash never leaves a half-written checkpoint; a
+checkpoint whose files do not match its manifest (truncated, edited, missing) is reported by path and the
+previous intact one is used (:func:`latest_intact_checkpoint`).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import random
 import shutil
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +119,8 @@ def save_checkpoint(directory: Path, step: int, apt, optimizer, lr_schedule, run
         run_state: the recipe's JSON-able state (eval history, best score, ...).
     """
     final = directory / f"step-{step:07d}"
-    tmp = directory / f".tmp-step-{step:07d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:07d}-", dir=directory))  # unique: never shared
     save_file(_model_weights(apt.model), str(tmp / "model.safetensors"))
     save_file(apt.model.state.state_dict(), str(tmp / "structure.safetensors"))
     method_tensors, method_plain = split_state(apt.state_dict())
@@ -129,14 +135,66 @@ def save_checkpoint(directory: Path, step: int, apt, optimizer, lr_schedule, run
                  python_rng=[py_state[0], list(py_state[1]), py_state[2]],
                  numpy_rng=[np_state[0], np_state[1].tolist(), *np_state[2:]])
     (tmp / "trainer_state.json").write_text(json.dumps(state))
+    _write_manifest(tmp)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     return final
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    files = sorted(p.name for p in folder.iterdir() if p.is_file())
+    (folder / "manifest.json").write_text(json.dumps({name: _sha256(folder / name) for name in files}, indent=1))
+
+
+def check_checkpoint(folder: Path) -> str | None:
+    """What is wrong with a checkpoint folder (a missing or damaged file, named by path), or None if intact."""
+    manifest = folder / "manifest.json"
+    try:
+        expected = json.loads(manifest.read_text())
+    except (OSError, ValueError) as err:
+        return f"{manifest}: unreadable ({err})"
+    for name, digest in expected.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if _sha256(path) != digest:
+            return f"{path} does not match its checksum in {manifest} (truncated or changed)"
+    return None
+
+
 def latest_checkpoint(directory: Path) -> Path | None:
     found = sorted(directory.glob("step-*")) if directory.exists() else []
     return found[-1] if found else None
+
+
+def latest_intact_checkpoint(directory: Path) -> Path | None:
+    """The newest checkpoint whose files match their manifest; each damaged newer one is warned about by path."""
+    for folder in sorted(directory.glob("step-*"), reverse=True) if directory.exists() else []:
+        problem = check_checkpoint(folder)
+        if problem is None:
+            return folder
+        warnings.warn(f"skipping damaged checkpoint {folder}: {problem}", stacklevel=2)
+    return None
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs (nested dicts), with both values."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} now")
+    return out
 
 
 # ----------------------------------------------------------------------------------------- restoring

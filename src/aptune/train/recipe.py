@@ -28,8 +28,10 @@ from aptune.data import make_dataloader, seed_everything
 from aptune.method import APT, APTLoss, PruningEvent, average_across_processes
 from aptune.model import AdapterConfig, APTModel
 from aptune.models import load_model, load_tokenizer
-from aptune.train.checkpoint import latest_checkpoint, restore_loop, restore_method, restore_model, save_checkpoint
+from aptune.train.checkpoint import (config_differences, latest_intact_checkpoint, restore_loop, restore_method,
+                                     restore_model, save_checkpoint)
 from aptune.train.progress import JsonlLog, Progress
+from aptune.train.run_folder import claim, truncate_log
 from aptune.train.tasks import TrainTask, load_train_task, set_label_names
 from aptune.tuning.rank_allocator import tuning_params
 
@@ -70,22 +72,26 @@ def train(config: RunConfig, command: str | None = None) -> dict:
     Args:
         command: the command line that started the run, for the export's model card.
     """
-    run = setup(config)
-    stopped_at = loop(run)
-    if stopped_at is not None:
-        return {"stopped_at": stopped_at}
-    return save(run, command)
+    proc = PartialState(cpu=not torch.cuda.is_available())
+    out = Path(config.output_dir)
+    # the run folder is this run's until it returns or fails (train/run_folder.py); other processes follow the main
+    lock = claim(out, config.train.resume, config.train.overwrite) if proc.is_main_process else None
+    try:
+        run = setup(config, proc, out)
+        stopped_at = loop(run)
+        return {"stopped_at": stopped_at} if stopped_at is not None else save(run, command)
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 # --------------------------------------------------------------------------------------------- setup
 
 
-def setup(config: RunConfig) -> Run:
+def setup(config: RunConfig, proc, out: Path) -> Run:
     """Data, model, method, a resumed or calibrated state, optimizer and LR schedule, in this order (the
-    order of random draws is part of a seeded run's result)."""
-    # one process, or one of several under `accelerate launch` (gloo on CPU-only machines, NCCL on GPUs)
-    proc = PartialState(cpu=not torch.cuda.is_available())
-    out = Path(config.output_dir)
+    order of random draws is part of a seeded run's result). ``proc``: accelerate's ``PartialState`` (one
+    process, or one of several under ``accelerate launch``: gloo on CPU-only machines, NCCL on GPUs)."""
     out.mkdir(parents=True, exist_ok=True)
     if proc.is_main_process:
         config.save(out / "config.yaml")
@@ -142,16 +148,40 @@ def build_model(config: RunConfig, num_labels: int | None, label_names=()) -> AP
 
 
 def _restore_model_and_method(run: Run) -> tuple[Path, dict] | None:
-    """With ``train.resume``: the latest checkpoint's model and method state; None when starting afresh."""
+    """With ``train.resume``: the latest intact checkpoint's model and method state, after checking that it
+    comes from this run's config; None when there is nothing to resume (a fresh folder)."""
     if not run.config.train.resume:
         return None
-    folder = latest_checkpoint(run.out / "checkpoints")
+    folder = latest_intact_checkpoint(run.out / "checkpoints")
+    log = run.out / "metrics.jsonl"
     if folder is None:
+        if log.exists() and log.stat().st_size > 0:  # an earlier run logged steps but left nothing to resume from
+            raise ValueError(f"train.resume=true, but {run.out / 'checkpoints'} holds no intact checkpoint to continue "
+                             f"the earlier run from; set train.overwrite=true to start it over")
         run.proc.print(f"[aptune] no checkpoint in {run.out / 'checkpoints'}; starting from scratch")
         return None
+    state = json.loads((folder / "trainer_state.json").read_text())
+    differences = config_differences(state.get("config") or {}, resumable_config(run.config))
+    if differences:
+        raise ValueError(f"{folder} was written by a run with another config; refusing to resume from it. "
+                         "Differences: " + "; ".join(differences))
     state = restore_model(run.model, folder)
     restore_method(run.apt, folder, state)
+    if run.proc.is_main_process:
+        truncate_log(log, state["step"])  # the steps after the checkpoint will be logged again
     return folder, state
+
+
+RESUME_MAY_CHANGE = ("resume", "stop_after", "overwrite", "threads", "checkpoint_every")  # train keys
+
+
+def resumable_config(config: RunConfig) -> dict:
+    """The resolved config less what a resume may change: where the folder is, threads, stop and resume flags."""
+    data = config.to_dict()
+    data.pop("output_dir", None)
+    for key in RESUME_MAY_CHANGE:
+        data["train"].pop(key, None)
+    return data
 
 
 def _prune_before_tuning(run: Run) -> None:
@@ -265,11 +295,12 @@ def _log_step(run: Run, done: int, out: APTLoss, step_time: float, progress: Pro
     t = run.config.train
     if done % t.log_every == 0 or done == t.steps:
         loss = float(out.loss.detach())
-        density = run.apt.density()
+        kept = run.apt.kept_density()
         run.log.write(step=done, loss=loss, lr=run.lr_schedule.get_last_lr()[0], mu=out.mu,
-                      params=run.model.num_params(), density=density, tuning_params=tuning_params(run.model),
-                      step_time=step_time, peak_rss=_peak_rss_bytes(), wall=run.wall(), **out.parts)
-        progress.update(done, loss=loss, density=density)
+                      params=run.model.num_params(), density=run.apt.density(), kept_density=kept,
+                      tuning_params=tuning_params(run.model), step_time=step_time, peak_rss=_peak_rss_bytes(),
+                      wall=run.wall(), **out.parts)
+        progress.update(done, loss=loss, density=kept)
     else:
         progress.update(done)
 
@@ -281,7 +312,8 @@ def _peak_rss_bytes() -> int:
 def _checkpoint(run: Run, done: int) -> None:
     if run.proc.is_main_process:
         save_checkpoint(run.out / "checkpoints", done, run.apt, run.optimizer, run.lr_schedule,
-                        {"history": run.history, "pruning_accuracy": run.pruning_accuracy, "wall": run.wall(),
+                        {"config": resumable_config(run.config),
+                         "history": run.history, "pruning_accuracy": run.pruning_accuracy, "wall": run.wall(),
                          "memory": run.memory.peak.as_dict() if run.memory.peak else None,
                          "num_labels": run.task.num_labels, "label_names": list(run.task.label_names)})
     run.proc.wait_for_everyone()

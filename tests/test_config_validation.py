@@ -1,0 +1,159 @@
+"""Config values are checked when a config is read: types, ranges, choices and the pruning schedule, with the key
+(and, for a file, the file) in every message. Nothing here trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aptune.ablation.plan import load_plan
+from aptune.config import RunConfig, TrainConfig, load_config, override_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SST2 = CONFIGS / "minilm" / "sst2.yaml"
+
+
+def _refused(overrides: list[str], config=SST2) -> str:
+    with pytest.raises(ValueError) as caught:
+        load_config(config, overrides)
+    return str(caught.value)
+
+
+def test_a_whole_number_key_refuses_a_fraction_instead_of_cutting_it():
+    assert _refused(["train.steps=1.5"]) == "train.steps must be a whole number; got 1.5"
+    assert load_config(SST2, ["train.steps=2000.0"]).train.steps == 2000  # integral floats are whole numbers
+    assert "train.steps must be a whole number; got True" in _refused(["train.steps=true"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("adapter.rank=-2", "adapter.rank must be >= 0; got -2"),
+    ("train.lr=-1", "train.lr must be > 0; got -1.0"),
+    ("prune.round_to=0", "prune.round_to must be >= 1; got 0"),
+    ("prune.end_fraction=2", "prune.end_fraction must lie in (0, 1]; got 2.0"),
+    ("prune.density=0", "prune.density must lie in (0, 1]; got 0.0"),
+    ("train.batch_size=0", "train.batch_size must be >= 1; got 0"),
+    ("train.weight_decay=-0.1", "train.weight_decay must be >= 0; got -0.1"),
+    ("train.warmup_ratio=1", "train.warmup_ratio must lie in [0, 1); got 1.0"),
+    ("train.grad_clip=0", "train.grad_clip must be > 0; got 0.0"),
+    ("train.eval_every=0", "train.eval_every must be >= 1; got 0"),
+    ("train.log_every=0", "train.log_every must be >= 1; got 0"),
+    ("train.checkpoint_every=-1", "train.checkpoint_every must be >= 0; got -1"),
+    ("train.threads=0", "train.threads must be >= 1 (or null); got 0"),
+    ("prune.num_steps=0", "prune.num_steps must be >= 1; got 0"),
+    ("prune.start_step=-1", "prune.start_step must be >= 0; got -1"),
+    ("prune.warmup_fraction=1", "prune.warmup_fraction must lie in [0, 1); got 1.0"),
+    ("prune.mask_lr=0", "prune.mask_lr must lie in (0, 1]; got 0.0"),
+    ("prune.calibration_batches=0", "prune.calibration_batches must be >= 1; got 0"),
+    ("prune.salience=gradient",
+     "prune.salience must be one of apt, weight_gradient, magnitude, random; got 'gradient'"),
+    ("rank.budget_ratio=0.5", "rank.budget_ratio must be >= 1; got 0.5"),
+    ("rank.max_rank_ratio=0.9", "rank.max_rank_ratio must be >= 1; got 0.9"),
+    ("rank.strategy=greedy", "rank.strategy must be one of salience, uniform, none; got 'greedy'"),
+    ("adapter.scaling=0", "adapter.scaling must be > 0; got 0.0"),
+    ("adapter.targets=q,query", "adapter.targets must be a list of q, k, v, o, up, gate, down; got ['q', 'query']"),
+    ("distill.temperature=0", "distill.temperature must be > 0; got 0.0"),
+    ("distill.pred_weight=-0.1", "distill.pred_weight must be >= 0; got -0.1"),
+    ("distill.layer_weight=-1", "distill.layer_weight must be >= 0; got -1.0"),
+    ("distill.kl_scale=0", "distill.kl_scale must be > 0; got 0.0"),
+    ("distill.max_mu=1.5", "distill.max_mu must lie in [0, 1]; got 1.5"),
+    ("distill.num_blocks=0", "distill.num_blocks must be >= 1; got 0"),
+    ("distill.transform_rank=-1", "distill.transform_rank must be >= 0; got -1"),
+    ("data.max_length=0", "data.max_length must be >= 1; got 0"),
+    ("data.max_train_samples=0", "data.max_train_samples must be >= 1 (or null); got 0"),
+    ("data.max_eval_samples=-5", "data.max_eval_samples must be >= 1 (or null); got -5"),
+    ("model.head=classifier",
+     "model.head must be one of base, sequence-classification, causal-lm, seq2seq-lm; got 'classifier'"),
+    ("model.name=", "model.name cannot be null; give a string"),
+    ("train.lr=.nan", "train.lr must be a finite number; got nan"),
+    ("train.resume=maybe", "train.resume must be true or false; got 'maybe'"),
+    ("train.seed=-1", "train.seed must be >= 0; got -1"),
+])
+def test_out_of_range_values_are_refused_with_the_key(override, message):
+    assert message in _refused([override])
+
+
+def test_null_is_accepted_where_the_field_allows_it():
+    config = load_config(SST2, ["train.threads=null", "data.max_train_samples=null", "prune.kurtosis=null"])
+    assert (config.train.threads, config.data.max_train_samples, config.prune.kurtosis) == (None, None, None)
+
+
+def test_values_set_in_python_are_checked_too():
+    with pytest.raises(ValueError, match=r"^train\.steps must be a whole number; got 1\.5$"):
+        RunConfig(train=TrainConfig(steps=1.5))
+    config = RunConfig()
+    config.adapter.rank = -2
+    with pytest.raises(ValueError, match=r"^adapter\.rank must be >= 0; got -2$"):
+        config.validate()
+
+
+def test_a_start_past_the_run_says_what_to_set():
+    # sst2.yaml starts pruning at step 100: a 20-step run cannot reach it
+    assert _refused(["train.steps=20"]) == (
+        "prune.start_step=100 is past train.steps=20; set prune.start_step below 20")
+    assert load_config(SST2, ["train.steps=20", "prune.start_step=5", "prune.num_steps=2"]).train.steps == 20
+
+
+def test_a_window_that_ends_before_it_starts_says_how_to_fix_it():
+    message = _refused(["train.steps=200", "prune.end_fraction=0.4"])  # ends at step 80, starts at 100
+    assert message == ("the pruning window ends at step 80 (prune.end_fraction=0.4 x train.steps=200), not after "
+                       "prune.start_step=100; set prune.end_fraction to at least 0.505 or prune.start_step below 80")
+    fixed = load_config(SST2, ["train.steps=200", "prune.end_fraction=0.505", "prune.num_steps=1"])
+    assert fixed.prune.end_fraction == 0.505  # the suggested value works
+
+
+def test_more_pruning_steps_than_the_window_holds_are_refused():
+    message = _refused(["train.steps=200", "prune.end_fraction=0.52"])  # (100, 104]: 4 steps for 8 prunings
+    assert message.startswith("prune.num_steps=8 pruning steps do not fit in the pruning window (100, 104]")
+    assert "holds 4 steps; set prune.num_steps to at most 4" in message
+    assert load_config(SST2, ["train.steps=200", "prune.end_fraction=0.52", "prune.num_steps=4"]).prune.num_steps == 4
+
+
+def test_no_schedule_is_checked_without_training_steps():
+    config = load_config(CONFIGS / "smollm2" / "alpaca.yaml", ["train.steps=0"])  # one cut, then export
+    assert config.train.steps == 0 and config.prune.start_step == 20
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("model: {name: minilm}\ntrain: {steps: 10\nprune: {density: 0.5}\n")
+    with pytest.raises(ValueError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}:")
+    assert "not valid YAML" in str(caught.value)
+
+
+def test_a_bad_value_names_the_file_of_the_base_chain_that_holds_it(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"train": {"steps": 300, "lr": -1}}))
+    child = tmp_path / "child.yaml"
+    child.write_text(yaml.safe_dump({"base": "base.yaml", "prune": {"start_step": 10}}))
+    with pytest.raises(ValueError, match=r"must be > 0"):
+        load_config(child)
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"train": {"steps": 1.5}}))
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'base.yaml'}: train\.steps must be a whole number"):
+        load_config(child)
+    child.write_text(yaml.safe_dump({"base": "missing.yaml"}))
+    with pytest.raises(FileNotFoundError, match=rf"^{child}: its base file 'missing.yaml'"):
+        load_config(child)
+
+
+def _plans_and_configs():
+    for path in sorted(CONFIGS.rglob("*.yaml")):
+        yield path, "runs" in (yaml.safe_load(path.read_text()) or {})
+
+
+def test_every_shipped_config_and_every_planned_run_loads():
+    loaded = 0
+    for path, is_plan in _plans_and_configs():
+        if not is_plan:
+            load_config(path)
+            loaded += 1
+            continue
+        profiles = yaml.safe_load(path.read_text()).get("profiles") or {}
+        for profile in [None, *profiles]:
+            plan = load_plan(path, profile)
+            for spec in plan.expand():
+                override_config(load_config(plan.base), spec.overrides)
+                loaded += 1
+    assert loaded > 20
