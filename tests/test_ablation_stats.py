@@ -189,3 +189,15 @@ def test_report_from_older_results_falls_back_and_gives_no_verdict_with_one_seed
     assert "±" not in final_row
     reading = section.split("| metric |")[0]
     assert "cannot be judged: one seed gives no interval" in reading and "hurts" not in reading
+
+
+def test_provenance_names_every_commit_the_runs_were_trained_at():
+    """Runs resumed on a later checkout must not hide behind the first run's commit."""
+    from aptune.ablation.results import provenance
+
+    results = _plan_results()
+    assert "at commit `abc`;" in provenance(results, 0)[1]
+    for r in results[:2]:
+        r["meta_info"]["aptune_git_sha"] = "def"
+    line = provenance(results, 0)[1]
+    assert f"`abc` ({len(results) - 2} runs)" in line and "`def` (2 runs)" in line

@@ -177,9 +177,20 @@ def provenance(all_results: list[dict], n_failed: int) -> list[str]:
         f"`{all_results[0]['run_info'].get('plan')}`, profile `{all_results[0]['run_info'].get('profile')}`; tasks "
         f"{', '.join(tasks)}; seeds "
         f"{', '.join(map(str, seeds))}.",
-        f"aptune {meta['versions'].get('aptune')} at commit `{meta.get('aptune_git_sha')}`"
-        f"{' (with uncommitted changes)' if meta.get('aptune_git_dirty') else ''}; torch "
+        f"aptune {meta['versions'].get('aptune')} at {_commits(finished(all_results) or all_results)}; torch "
         f"{meta['versions'].get('torch')}, transformers {meta['versions'].get('transformers')}, Python "
         f"{meta.get('python')}; {meta.get('cpu')} ({meta.get('cpu_count')} cores)"
         f"{'; GPUs: ' + ', '.join(meta['gpus']) if meta.get('gpus') else '; no GPU'}.",
     ]
+
+
+def _commits(results: list[dict]) -> str:
+    """The commit(s) the runs were trained at: runs resumed on a later checkout show each commit with its count."""
+    counts: dict[str, int] = {}
+    for r in results:
+        m = r["meta_info"]
+        key = f"`{m.get('aptune_git_sha')}`" + (" (with uncommitted changes)" if m.get("aptune_git_dirty") else "")
+        counts[key] = counts.get(key, 0) + 1
+    if len(counts) == 1:
+        return f"commit {next(iter(counts))}"
+    return "commits " + ", ".join(f"{key} ({n} runs)" for key, n in counts.items())
