@@ -89,88 +89,114 @@ def search_keep_set(
     """
     if budget < 0:
         raise ValueError(f"parameter budget must be >= 0, got {budget}")
-    costs = _block_costs(counter, state)
+    ranking = _rank_blocks(scores, state, _block_costs(counter, state), protect or {})
+    length = _longest_prefix_within(budget, counter, ranking)
+    heads, ffn, hidden = ranking.masks(length)
+    if round_to > 1:
+        _round_down(ranking, ffn, hidden, round_to)
+    missing = _what_is_missing(heads, ffn, hidden)
+    if missing is not None:
+        ffn_sites = [ranking.site_names.index(n) for n in state.ffn]
+        shortest = _shortest_working_prefix(ranking.kind, ranking.site, ffn_sites, round_to)
+        raise _empty_keep_set_error(budget, missing, ranking.params(counter, shortest) if shortest is not None else None)
+    if round_to > 1:
+        sizes = {"heads": {n: int(m.sum()) for n, m in heads.items()}, "ffn": {n: int(m.sum()) for n, m in ffn.items()},
+                 "hidden": int(hidden.sum())}
+        return KeepSet(heads, ffn, hidden, counter.count_sizes(sizes), budget)
+    return KeepSet(heads, ffn, hidden, ranking.params(counter, length), budget)
+
+
+@dataclass
+class _Ranking:
+    """Every block in descending density order: its kind (0 heads, 1 ffn, 2 hidden), site (an index into
+    ``site_names``; the hidden dimension's site is "") and index within the site."""
+
+    kind: torch.Tensor
+    site: torch.Tensor
+    index: torch.Tensor
+    site_names: list[str]
+    state: StructureState
+
+    def masks(self, length: int):
+        """Binary masks of the first ``length`` blocks."""
+        heads = {n: torch.zeros(len(m)) for n, m in self.state.heads.items()}
+        ffn = {n: torch.zeros(len(m)) for n, m in self.state.ffn.items()}
+        hidden = torch.zeros(len(self.state.hidden))
+        for k, s, i in zip(self.kind[:length].tolist(), self.site[:length].tolist(), self.index[:length].tolist()):
+            if k == 0:
+                heads[self.site_names[s]][i] = 1.0
+            elif k == 1:
+                ffn[self.site_names[s]][i] = 1.0
+            else:
+                hidden[i] = 1.0
+        return heads, ffn, hidden
+
+    def params(self, counter: ParamCounter, length: int) -> int:
+        """Parameters of the first ``length`` blocks, from counts per site (no masks built)."""
+        kind, site = self.kind[:length], self.site[:length]
+        heads = {n: int(((kind == 0) & (site == self.site_names.index(n))).sum()) for n in self.state.heads}
+        ffn = {n: int(((kind == 1) & (site == self.site_names.index(n))).sum()) for n in self.state.ffn}
+        return counter.count(heads, ffn, int((kind == 2).sum()))
+
+
+def _rank_blocks(scores, state: StructureState, costs: dict, protect: dict[str, list[int]]) -> _Ranking:
+    """Salience per parameter of every block, protected blocks first, sorted (stable) by that density."""
     kinds, sites, indices, densities = [], [], [], []
     site_names = list(state.heads) + list(state.ffn) + [""]
+
+    def add(kind_id: int, site_name: str, score: torch.Tensor, cost: float) -> None:
+        densities.append(score / cost)
+        kinds.append(torch.full((len(score),), kind_id))
+        sites.append(torch.full((len(score),), site_names.index(site_name)))
+        indices.append(torch.arange(len(score)))
+
     for kind_id, (kind, group) in enumerate((("heads", state.heads), ("ffn", state.ffn))):
         for name, mask in group.items():
             score = torch.as_tensor(scores[kind][name], dtype=torch.float64).flatten()
             if score.shape[0] != len(mask):
                 raise ValueError(f"{kind} scores of {name!r} have {score.shape[0]} entries; expected {len(mask)}")
-            densities.append(score / costs[f"{kind}/{name}"])
-            kinds.append(torch.full((len(mask),), kind_id))
-            sites.append(torch.full((len(mask),), site_names.index(name)))
-            indices.append(torch.arange(len(mask)))
+            add(kind_id, name, score, costs[f"{kind}/{name}"])
     hidden_score = torch.as_tensor(scores["hidden"], dtype=torch.float64).flatten()
     if hidden_score.shape[0] != len(state.hidden):
         raise ValueError(f"hidden scores have {hidden_score.shape[0]} entries; expected {len(state.hidden)}")
-    densities.append(hidden_score / costs["hidden"])
-    kinds.append(torch.full((len(state.hidden),), 2))
-    sites.append(torch.full((len(state.hidden),), len(site_names) - 1))
-    indices.append(torch.arange(len(state.hidden)))
+    add(2, "", hidden_score, costs["hidden"])
     density, kind, site, index = (torch.cat(x) for x in (densities, kinds, sites, indices))
-    for key, protected in (protect or {}).items():
+    for key, protected in protect.items():
         kind_name, _, name = key.partition("/")
-        kid = ("heads", "ffn", "hidden").index(kind_name)
-        sid = site_names.index(name)
+        kid, sid = ("heads", "ffn", "hidden").index(kind_name), site_names.index(name)
         for i in protected:
             density[(kind == kid) & (site == sid) & (index == i)] = float("inf")
     order = torch.argsort(density, descending=True, stable=True)
-    kind, site, index = kind[order], site[order], index[order]
+    return _Ranking(kind[order], site[order], index[order], site_names, state)
 
-    def masks_for(length: int):
-        heads = {n: torch.zeros(len(m)) for n, m in state.heads.items()}
-        ffn = {n: torch.zeros(len(m)) for n, m in state.ffn.items()}
-        hidden = torch.zeros(len(state.hidden))
-        for k, s, i in zip(kind[:length].tolist(), site[:length].tolist(), index[:length].tolist()):
-            if k == 0:
-                heads[site_names[s]][i] = 1.0
-            elif k == 1:
-                ffn[site_names[s]][i] = 1.0
-            else:
-                hidden[i] = 1.0
-        return heads, ffn, hidden
 
-    def params_of(length: int) -> int:
-        # counts per site of the prefix, without building masks
-        prefix_kind, prefix_site = kind[:length], site[:length]
-        heads = {n: int(((prefix_kind == 0) & (prefix_site == site_names.index(n))).sum()) for n in state.heads}
-        ffn = {n: int(((prefix_kind == 1) & (prefix_site == site_names.index(n))).sum()) for n in state.ffn}
-        hidden = int((prefix_kind == 2).sum())
-        return counter.count(heads, ffn, hidden)
-
-    lo, hi = 0, len(order)  # invariant: params_of(lo) <= budget; find the largest such length
-    if params_of(hi) <= budget:
-        lo = hi
+def _longest_prefix_within(budget: int, counter: ParamCounter, ranking: _Ranking) -> int:
+    """Binary search for the largest prefix length whose parameters fit ``budget`` (the count grows with it)."""
+    lo, hi = 0, len(ranking.kind)  # invariant: params(lo) <= budget
+    if ranking.params(counter, hi) <= budget:
+        return hi
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if params_of(mid) <= budget:
+        if ranking.params(counter, mid) <= budget:
             lo = mid
         else:
             hi = mid - 1
-    heads, ffn, hidden = masks_for(lo)
-    if round_to > 1:
-        for masks, kid in ((ffn, 1), (None, 2)):
-            groups = masks.items() if masks is not None else [("", hidden)]
-            for name, mask in groups:
-                kept = torch.nonzero(mask > 0).flatten()
-                excess = len(kept) % round_to
-                if excess == 0:
-                    continue
-                sid = site_names.index(name)
-                selected = (kind == kid) & (site == sid)
-                # the kept blocks of this site in density order; drop the last (least dense) `excess`
-                ordered = index[selected][: len(kept)]
-                mask[ordered[len(kept) - excess:]] = 0.0
-    missing = _what_is_missing(heads, ffn, hidden)
-    if missing is not None:
-        length = _shortest_working_prefix(kind, site, [site_names.index(n) for n in state.ffn], round_to)
-        raise _empty_keep_set_error(budget, missing, params_of(length) if length is not None else None)
-    if round_to > 1:
-        sizes = {"heads": {n: int(m.sum()) for n, m in heads.items()}, "ffn": {n: int(m.sum()) for n, m in ffn.items()},
-                 "hidden": int(hidden.sum())}
-        return KeepSet(heads, ffn, hidden, counter.count_sizes(sizes), budget)
-    return KeepSet(heads, ffn, hidden, params_of(lo), budget)
+    return lo
+
+
+def _round_down(ranking: _Ranking, ffn: dict[str, torch.Tensor], hidden: torch.Tensor, round_to: int) -> None:
+    """Cut every FFN site's and the hidden size's kept count down to a multiple of ``round_to`` in place,
+    dropping the site's least dense kept blocks."""
+    for kid, groups in ((1, list(ffn.items())), (2, [("", hidden)])):
+        for name, mask in groups:
+            kept = torch.nonzero(mask > 0).flatten()
+            excess = len(kept) % round_to
+            if excess == 0:
+                continue
+            selected = (ranking.kind == kid) & (ranking.site == ranking.site_names.index(name))
+            # the kept blocks of this site are its first len(kept) in density order (the kept set is a prefix)
+            ordered = ranking.index[selected][: len(kept)]
+            mask[ordered[len(kept) - excess:]] = 0.0
 
 
 def _empty_keep_set_error(budget: int, missing: str, smallest: int | None) -> EmptyKeepSetError:
