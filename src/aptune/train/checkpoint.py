@@ -170,11 +170,6 @@ def check_checkpoint(folder: Path) -> str | None:
     return None
 
 
-def latest_checkpoint(directory: Path) -> Path | None:
-    found = sorted(directory.glob("step-*")) if directory.exists() else []
-    return found[-1] if found else None
-
-
 def latest_intact_checkpoint(directory: Path) -> Path | None:
     """The newest checkpoint whose files match their manifest; each damaged newer one is warned about by path."""
     for folder in sorted(directory.glob("step-*"), reverse=True) if directory.exists() else []:
