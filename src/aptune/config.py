@@ -19,7 +19,7 @@ import yaml
 
 from aptune.distill.self_distill import DistillConfig
 from aptune.model import ADAPTER_ROLES
-from aptune.models.loading import HEADS
+from aptune.models.loading import DTYPES, HEADS
 from aptune.salience import SCORERS
 
 
@@ -27,6 +27,9 @@ from aptune.salience import SCORERS
 class ModelConfig:
     name: str = "minilm"  # short name, folder or hub id
     head: str = "sequence-classification"
+    # the frozen base's dtype (adapters and task head stay float32, the forward runs under autocast);
+    # auto: bfloat16 on a GPU, float32 on CPU
+    dtype: str = "auto"
 
 
 @dataclass
@@ -98,6 +101,12 @@ class TrainConfig:
     optimizer_reset: bool = False  # True reproduces the paper: AdamW moments dropped at every shape change
     seed: int = 42
     threads: int | None = None
+    gradient_checkpointing: bool = False  # recompute each layer's activations in backward (transformers' own)
+
+
+@dataclass
+class ExportConfig:
+    dtype: str | None = None  # float32 | bfloat16 | float16; None: the base's dtype (model.dtype)
 
 
 @dataclass
@@ -134,6 +143,7 @@ class RunConfig:
     rank: RankConfig = field(default_factory=RankConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self):
         self.validate()
@@ -149,6 +159,9 @@ class RunConfig:
         if self.data.eval_file and not self.data.train_file:
             raise ValueError(f"data.eval_file={self.data.eval_file!r} needs data.train_file (the training data of "
                              "the same table); GLUE tasks (data.task) bring their own dev set")
+        if self.adapter.train_base and self.model.dtype in ("bfloat16", "float16"):
+            raise ValueError(f"adapter.train_base=true (full fine-tuning) trains every weight, which needs float32 "
+                             f"master weights; set model.dtype=float32 (got {self.model.dtype})")
 
     @property
     def method(self) -> APTConfig:
@@ -187,6 +200,8 @@ _RULES: dict[str, _Rule] = {
     "output_dir": _NON_EMPTY,
     "model.name": _NON_EMPTY,
     "model.head": _one_of(HEADS),
+    "model.dtype": _one_of(DTYPES),
+    "export.dtype": _one_of(d for d in DTYPES if d != "auto"),
     "data.task": _NON_EMPTY,
     "data.data_dir": _NON_EMPTY,
     "data.max_length": _AT_LEAST_1,

@@ -14,6 +14,7 @@ Hugging Face format that stock ``from_pretrained`` reloads.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,7 @@ class APTModel(nn.Module):
         self.family: ModelFamily = family_for(model)
         if not self.adapter_config.targets:
             self.adapter_config.targets = list(self.family.default_adapter_roles)
+        self.base_dtype = next(model.parameters()).dtype  # what the frozen weights are stored and computed in
         if seed is not None:
             torch.manual_seed(seed)
         self._wrap_linears()
@@ -86,6 +88,8 @@ class APTModel(nn.Module):
         self.counter = ParamCounter(self.family)
         self.original_params = self.counter.count_model()
         self.set_trainable()
+        if self.low_precision and self.adapter_config.train_head:
+            self._float32_task_head()
 
     # --------------------------------------------------------------------------------- building
     @classmethod
@@ -122,9 +126,43 @@ class APTModel(nn.Module):
                 for param in self.model.get_submodule(path).parameters():
                     param.requires_grad_(True)
 
+    # -------------------------------------------------------------------------------- precision
+    @property
+    def low_precision(self) -> bool:
+        return self.base_dtype in (torch.bfloat16, torch.float16)
+
+    def autocast(self):
+        """Autocast to the base's dtype for a low-precision base (float32 master weights, low-precision
+        matmuls); nothing at all for a float32 base, so a float32 run computes exactly what it did before."""
+        if not self.low_precision:
+            return contextlib.nullcontext()
+        device = next(self.model.parameters()).device.type
+        return torch.autocast(device_type=device, dtype=self.base_dtype)
+
+    def _float32_task_head(self) -> None:
+        """A trained task head keeps float32 weights like the adapters; its inputs are cast to them, so that it
+        also runs outside autocast (a user's own evaluation loop)."""
+        for path in self.family.task_head:
+            head = self.model.get_submodule(path)
+            head.float()
+            head.register_forward_pre_hook(_inputs_to_float32)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each layer's activations during backward (transformers' own mechanism, non-reentrant:
+        the first forward keeps its autograd graph, so salience hooks commit once, from that graph)."""
+        if not getattr(self.model, "supports_gradient_checkpointing", False):
+            raise ValueError(f"{type(self.model).__name__} does not support gradient checkpointing in transformers; "
+                             "set train.gradient_checkpointing=false")
+        kwargs = {"use_reentrant": False}
+        if hasattr(self.model, "activation_checkpointing_enable"):  # its name since transformers 5
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
     # ---------------------------------------------------------------------------------- queries
     def forward(self, *args, **kwargs):
-        return self.model(*args, **kwargs)
+        with self.autocast():
+            return self.model(*args, **kwargs)
 
     def adapters(self) -> dict[str, APTLinear]:
         """Adapter layers with rank > 0, by path."""
@@ -147,8 +185,9 @@ class APTModel(nn.Module):
         return prune_physically(self.family, self.state)
 
     # ----------------------------------------------------------------------------------- export
-    def merged_model(self) -> nn.Module:
-        """A stock ``transformers`` model, physically pruned, adapters merged (the wrapper is untouched)."""
+    def merged_model(self, dtype: torch.dtype | None = None) -> nn.Module:
+        """A stock ``transformers`` model, physically pruned, adapters merged (the wrapper is untouched), in
+        ``dtype`` (default: the base's; float32 adapters and head are merged and cast to it)."""
         if not self.state.is_binary():
             raise ValueError("masks hold soft values; make them binary (or prune) before exporting")
         self.hooks.detach()
@@ -156,7 +195,7 @@ class APTModel(nn.Module):
             clone = copy.deepcopy(self)
         finally:
             self.hooks.attach()
-        _drop_observer_hooks(clone.model)
+        _drop_training_hooks(clone.model)
         clone.prune()
         model = clone.model
         for name, module in list(model.named_modules()):
@@ -169,21 +208,33 @@ class APTModel(nn.Module):
         model._aptune_record = structure_record(clone.family, clone.state, self.ranks(), clone.counter)
         for param in model.parameters():
             param.requires_grad_(False)
-        return model.eval()
+        return model.to(dtype or self.base_dtype).eval()
 
-    def export(self, directory: str | Path, tokenizer=None, card: dict | None = None) -> Path:
+    def export(self, directory: str | Path, tokenizer=None, card: dict | None = None,
+               dtype: torch.dtype | None = None) -> Path:
         """Save the merged, pruned model in Hugging Face format (see ``aptune.export.hf``) with a model card;
-        ``card`` adds what the folder cannot tell (base model, task, metrics, command; ``aptune.export.card``)."""
+        ``card`` adds what the folder cannot tell (base model, task, metrics, command; ``aptune.export.card``);
+        ``dtype``: the saved weights' (default: the base's)."""
         from aptune.export.hf import save_export
 
-        return save_export(self.merged_model(), directory, tokenizer=tokenizer, card=card)
+        return save_export(self.merged_model(dtype), directory, tokenizer=tokenizer, card=card)
 
 
-def _drop_observer_hooks(model: nn.Module) -> None:
-    """Remove salience scorers' hooks from a copied model (they observe the training model, not its export)."""
+def _inputs_to_float32(module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
+def _training_hook(fn) -> bool:
+    """Salience scorers' observers and the float32 head's input cast: hooks of the training model only."""
+    return fn is _inputs_to_float32 or getattr(fn, "__module__", "").startswith("aptune.salience")
+
+
+def _drop_training_hooks(model: nn.Module) -> None:
+    """Remove the training model's own hooks from a copy of it (they observe or serve the training model, not
+    its export)."""
     for module in model.modules():
         for hooks in (module._forward_hooks, module._forward_pre_hooks):
-            for key in [k for k, fn in hooks.items() if getattr(fn, "__module__", "").startswith("aptune.salience")]:
+            for key in [k for k, fn in hooks.items() if _training_hook(fn)]:
                 del hooks[key]
                 module._forward_hooks_with_kwargs.pop(key, None)
                 module._forward_pre_hooks_with_kwargs.pop(key, None)

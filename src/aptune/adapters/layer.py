@@ -2,6 +2,9 @@
 
     y = (W + s·B·A) x + b,   W: (d_out, d_in) frozen,  A: (r, d_in),  B: (d_out, r),  s constant.
 
+W may be bfloat16 or float16 (a base loaded in low precision); A and B are then float32, the master weights
+the optimizer updates, as in mixed-precision LoRA training.
+
 Pruning an input or output dimension slices W, b, A's columns or B's rows (docs/method.md §A). Growing the
 rank appends random rows to A and zero columns to B, so the output does not change; the scaling ``s`` is
 kept (the official code rescales alpha with r to the same effect). Every prunable linear of a model is an
@@ -36,7 +39,8 @@ class APTLinear(nn.Module):
         if self.bias is not None:
             self.bias.requires_grad_(False)
         self.scaling = float(scaling)
-        factory = {"device": self.weight.device, "dtype": self.weight.dtype}
+        # a bfloat16/float16 base still gets float32 adapters: they are the master weights AdamW updates
+        factory = {"device": self.weight.device, "dtype": torch.promote_types(self.weight.dtype, torch.float32)}
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **factory))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, **factory))
         _kaiming_rows_(self.lora_A.data)
@@ -75,7 +79,10 @@ class APTLinear(nn.Module):
         else:
             A, B = self.lora_A, self.lora_B
         if A.shape[0] > 0 and A.shape[1] > 0 and B.shape[0] > 0:
-            out = out + self.scaling * F.linear(F.linear(x, A), B)
+            if x.dtype == A.dtype or torch.is_autocast_enabled(x.device.type):  # autocast casts (and saves) x once
+                out = out + self.scaling * F.linear(F.linear(x, A), B)
+            else:  # a low-precision base outside autocast: the adapter path in the adapter's dtype
+                out = out + (self.scaling * F.linear(F.linear(x.to(A.dtype), A), B)).to(out.dtype)
         return out
 
     def delta_weight(self) -> torch.Tensor:

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from aptune.config import load_config
     from aptune.models import load_tokenizer
     from aptune.train.checkpoint import restore_model
-    from aptune.train.recipe import build_model
+    from aptune.train.recipe import build_model, export_dtype
 
     folder = find_checkpoint(args.checkpoint)
     run_dir = folder.parent.parent
@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
                          "export a checkpoint taken outside a mask-decay window, or the finished run's export")
     out = model.export(args.output, tokenizer=load_tokenizer(config.model.name),
                        card={"base_model": config.model.name, "task": config.data.task, "config": config.to_dict(),
-                             "command": f"aptune export {args.checkpoint} --output {args.output}"})
+                             "command": f"aptune export {args.checkpoint} --output {args.output}"},
+                       dtype=export_dtype(config))
     print(f"exported {folder} (step {state['step']}, density {model.num_params() / model.original_params:.3f}) "
           f"to {out}")
     return 0

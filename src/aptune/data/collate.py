@@ -182,6 +182,7 @@ def make_dataloader(
     group_by_length: bool = False,
     drop_last: bool = False,
     num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
     """A ``DataLoader`` over tokenized examples with dynamic padding.
 
@@ -194,6 +195,7 @@ def make_dataloader(
         group_by_length: use :class:`LengthGroupedBatchSampler` (its ``set_epoch`` changes the order).
         drop_last: drop the last incomplete batch.
         num_workers: loader worker processes.
+        pin_memory: page-locked batches, so that copies to a GPU overlap with compute (``non_blocking``).
     """
     collator = Collator(pad_token_id)
     if group_by_length:
@@ -202,10 +204,10 @@ def make_dataloader(
             drop_last=drop_last,
         )
         return torch.utils.data.DataLoader(
-            examples, batch_sampler=sampler, collate_fn=collator, num_workers=num_workers
+            examples, batch_sampler=sampler, collate_fn=collator, num_workers=num_workers, pin_memory=pin_memory
         )
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
         examples, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, collate_fn=collator,
-        generator=generator, num_workers=num_workers,
+        generator=generator, num_workers=num_workers, pin_memory=pin_memory,
     )

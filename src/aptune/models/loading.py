@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 HEADS = ("base", "sequence-classification", "causal-lm", "seq2seq-lm")
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # model.dtype; auto: bfloat16 on a GPU, float32 on CPU
 
 # org/name as the hub spells repository ids (letters, digits, - _ . ; one slash)
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -124,6 +125,20 @@ def _in_hub_cache(repo_id: str) -> bool:
         return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
     except Exception:  # an id the hub library itself refuses (spaces, two slashes...) is not cached
         return False
+
+
+def resolve_dtype(name: str | None, on_gpu: bool | None = None, full_precision: bool = False) -> torch.dtype:
+    """The torch dtype of a ``model.dtype`` / ``export.dtype`` name.
+
+    ``auto`` is bfloat16 on a GPU (what people train 7B models in) and float32 on CPU, where bfloat16 matmuls
+    are slower than float32 ones on most processors; ``full_precision`` (full fine-tuning, whose master weights
+    are the model's own) keeps ``auto`` at float32 everywhere."""
+    if name in (None, "auto"):
+        on_gpu = torch.cuda.is_available() if on_gpu is None else on_gpu
+        return torch.bfloat16 if on_gpu and not full_precision else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
+    return getattr(torch, name)
 
 
 def _auto_class(head: str):

@@ -165,6 +165,7 @@ class Salience(ABC):
         step = self.step_scores()
         if step is None:
             return False
+        step = _on_cpu(step)  # the method decides on CPU (masks, search), whatever device the model trains on
         self.ema = {
             "heads": {n: ema_update(v, step["heads"][n], self.beta) for n, v in self.ema["heads"].items()},
             "ffn": {n: ema_update(v, step["ffn"][n], self.beta) for n, v in self.ema["ffn"].items()},
@@ -246,6 +247,11 @@ class Salience(ABC):
                 self.ema[kind][name] = tensors[f"{kind}/{name}"].float().clone()
                 self._index[kind][name] = tensors[f"index/{kind}/{name}"].long().clone()
         self.reindex()
+
+
+def _on_cpu(scores: dict) -> dict:
+    return {"heads": {n: v.cpu() for n, v in scores["heads"].items()},
+            "ffn": {n: v.cpu() for n, v in scores["ffn"].items()}, "hidden": scores["hidden"].cpu()}
 
 
 def _clone_scores(scores: dict) -> dict:

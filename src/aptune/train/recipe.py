@@ -27,7 +27,7 @@ from aptune.config import RunConfig
 from aptune.data import make_dataloader, seed_everything
 from aptune.method import APT, APTLoss, PruningEvent, average_across_processes
 from aptune.model import AdapterConfig, APTModel
-from aptune.models import load_model, load_tokenizer
+from aptune.models import load_model, load_tokenizer, resolve_dtype
 from aptune.train.checkpoint import (config_differences, latest_intact_checkpoint, restore_loop, restore_method,
                                      restore_model, save_checkpoint)
 from aptune.train.progress import JsonlLog, Progress
@@ -103,8 +103,8 @@ def setup(config: RunConfig, proc, out: Path) -> Run:
     tokenizer = load_tokenizer(config.model.name)
     task = load_train_task(config, tokenizer)
     shard = task.train[proc.process_index::proc.num_processes]
-    batches = _endless(_loader(shard, config, tokenizer.pad_token_id, config.train.seed))
-    model = build_model(config, task.num_labels, task.label_names)
+    batches = _on_device(_endless(_loader(shard, config, tokenizer.pad_token_id, config.train.seed)), proc.device)
+    model = build_model(config, task.num_labels, task.label_names).to(proc.device)
     proc.print(f"[aptune] {task.name}: {len(task.train)} train / {len(task.eval)} eval examples from {task.source}")
     apt = APT(model, config.method, total_steps=config.train.steps, seed=config.train.seed)
     if proc.is_main_process:
@@ -122,7 +122,13 @@ def setup(config: RunConfig, proc, out: Path) -> Run:
 
 def _loader(examples: list, config: RunConfig, pad_id: int, seed: int):
     return make_dataloader(examples, config.train.batch_size, pad_id, shuffle=True, seed=seed,
-                           group_by_length=True, drop_last=True)
+                           group_by_length=True, drop_last=True, pin_memory=torch.cuda.is_available())
+
+
+def _on_device(batches, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
+    """The batches moved to the training device (pinned on a GPU machine, so the copy runs asynchronously)."""
+    for batch in batches:
+        yield {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
 def _endless(loader) -> Iterator[dict[str, torch.Tensor]]:
@@ -139,10 +145,13 @@ def _endless(loader) -> Iterator[dict[str, torch.Tensor]]:
 def build_model(config: RunConfig, num_labels: int | None, label_names=()) -> APTModel:
     """The configured pretrained model, wrapped for APT, in training mode (its classes named when known)."""
     a = config.adapter
-    model = APTModel(load_model(config.model.name, head=config.model.head, num_labels=num_labels),
+    dtype = resolve_dtype(config.model.dtype, full_precision=a.train_base)
+    model = APTModel(load_model(config.model.name, head=config.model.head, num_labels=num_labels, dtype=dtype),
                      AdapterConfig(list(a.targets), a.rank, a.scaling, a.train_head, a.train_base),
                      seed=config.train.seed)
     set_label_names(model.model, label_names)
+    if config.train.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
     model.train()
     return model
 
@@ -188,7 +197,8 @@ def _prune_before_tuning(run: Run) -> None:
     p = run.config.prune
     if not (p.enabled and p.before_tuning):
         return
-    calibration = _loader(run.shard, run.config, run.tokenizer.pad_token_id, run.config.train.seed + 1)
+    calibration = _on_device(_loader(run.shard, run.config, run.tokenizer.pad_token_id, run.config.train.seed + 1),
+                             run.proc.device)
     removed = run.apt.prune_before_tuning(calibration)
     density = run.apt.density()
     run.proc.print(f"[aptune] pruned before tuning from {p.calibration_batches} calibration batches: density "
@@ -324,7 +334,8 @@ def _checkpoint(run: Run, done: int) -> None:
 
 def _dev_metrics(run: Run) -> dict[str, float]:
     run.model.eval()
-    metrics = run.task.evaluate(run.model.model)
+    with run.model.autocast():  # the task's scorer calls the inner transformers model
+        metrics = run.task.evaluate(run.model.model)
     run.model.train()
     return metrics
 
@@ -349,12 +360,14 @@ def save(run: Run, command: str | None = None) -> dict:
     run.model.eval()
     task, main = run.task, run.proc.is_main_process
     if not run.history:  # train.steps=0: the one evaluation of the untuned model
-        metrics = run.task.evaluate(run.model.model)
+        metrics = _dev_metrics(run)
+        run.model.eval()
         run.history.append({"step": 0, "wall": run.wall(), **metrics, "density": run.apt.density()})
         run.log.write(event="eval", step=0, wall=run.history[-1]["wall"], **metrics)
     export = run.out / "export"
     if main:
-        export = run.model.export(export, tokenizer=run.tokenizer, card=_card(run, command))
+        export = run.model.export(export, tokenizer=run.tokenizer, card=_card(run, command),
+                                  dtype=export_dtype(run.config))
     after_prune = [h for h in run.history if h["step"] >= run.apt.last_pruning_step]
     summary = {
         "task": task.name, "primary_metric": task.primary_metric, "num_labels": task.num_labels,
@@ -366,12 +379,18 @@ def save(run: Run, command: str | None = None) -> dict:
         "peak_rss_bytes": _peak_rss_bytes(), "ranks": run.model.ranks(), "export": str(export),
         "history": run.history, "pruning_accuracy": run.pruning_accuracy,
         "memory": run.memory.peak.as_dict() if run.memory.peak else None,
+        "cuda_max_memory_allocated": torch.cuda.max_memory_allocated() if run.proc.device.type == "cuda" else None,
         "masks": run.model.state.keep_masks(),
     }
     if main:
         (run.out / "summary.json").write_text(json.dumps(summary, indent=1))
     (run.out / f"masks.rank{run.proc.process_index}.json").write_text(json.dumps(summary["masks"]))
     return summary
+
+
+def export_dtype(config: RunConfig) -> torch.dtype | None:
+    """The export's dtype: ``export.dtype``, or None for the base's own."""
+    return resolve_dtype(config.export.dtype) if config.export.dtype else None
 
 
 def _card(run: Run, command: str | None) -> dict:

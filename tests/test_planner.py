@@ -1,0 +1,69 @@
+"""`aptune plan` against the deterministic memory measure on the real models: the planned training step (dense,
+and cut to the density with the adapters at the rank budget) and the planned forward pass are within 15% of what
+``bench.memory`` counts for the same model, batch and dtype; a 7B plan comes from a config file alone."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from aptune.bench.planner import PlanSettings, check
+from aptune.cli import main
+from aptune.model import APTModel
+from aptune.models import load_model
+
+WITHIN = 0.15
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bases():
+    """The two real models, loaded once in float32; every measurement wraps a copy."""
+    return {"minilm": load_model("minilm", head="sequence-classification", num_labels=2),
+            "smollm2": load_model("smollm2-135m", head="causal-lm")}
+
+
+def checked(bases, name: str, head: str, dtype: str = "float32", **settings) -> list[dict]:
+    def load() -> APTModel:
+        return APTModel(copy.deepcopy(bases[name]).to(getattr(torch, dtype)), seed=0)
+
+    return check(load, head, PlanSettings(dtype=dtype, **settings))
+
+
+@pytest.mark.parametrize("name,head,dtype,settings", [
+    ("minilm", "sequence-classification", "float32", {"batch_size": 16, "seq_len": 64}),
+    ("minilm", "sequence-classification", "float32", {"batch_size": 16, "seq_len": 64,
+                                                      "gradient_checkpointing": True}),
+    ("minilm", "sequence-classification", "bfloat16", {"batch_size": 16, "seq_len": 64}),
+    ("smollm2", "causal-lm", "float32", {"batch_size": 2, "seq_len": 128}),
+    ("smollm2", "causal-lm", "bfloat16", {"batch_size": 2, "seq_len": 128}),
+])
+def test_plan_is_within_15_percent_of_the_measure(bases, name, head, dtype, settings):
+    rows = checked(bases, name, head, dtype, density=0.5, **settings)
+    assert len(rows) == 5
+    for row in rows:
+        assert abs(row["error"]) <= WITHIN, row
+
+
+def test_plan_of_a_7b_config_reads_no_weights_and_fits_the_papers_24_gb(capsys, tmp_path):
+    """LLaMA-2-7B from its config.json only: bf16 at density 0.7, batch 4 x 512 tokens, gradient checkpointing."""
+    out = tmp_path / "plan.json"
+    code = main(["plan", str(ROOT / "configs" / "models" / "llama-2-7b.json"), "--head", "causal-lm", "--density",
+                 "0.7", "--batch-size", "4", "--seq-len", "512", "--dtype", "bfloat16", "--gradient-checkpointing",
+                 "--device", "cuda", "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())[0]
+    assert 6.5e9 < result["total_params_dense"] < 7.0e9  # LLaMA-2-7B: 6.74B parameters
+    assert 0.69 < result["params_pruned"] / result["params_dense"] <= 0.7
+    assert "Peak:" in capsys.readouterr().out
+    peak = max(phase["total"] for phase in result["phases"])
+    assert peak < 24e9, peak
+
+
+def test_a_density_below_the_hidden_size_alone_is_refused(capsys):
+    assert main(["plan", "minilm", "--density", "0.000001"]) == 2
+    assert "plan a higher density" in capsys.readouterr().err
