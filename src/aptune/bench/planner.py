@@ -30,10 +30,10 @@ from aptune.bench.memory import TrainingMemory, peak_forward_bytes
 from aptune.config import APTConfig
 from aptune.method import APT
 from aptune.model import AdapterConfig, APTModel
+from aptune.models.loading import auto_class
 from aptune.tuning.rank_allocator import grow_ranks, tuning_params
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-GIB = 1024 ** 3
 
 
 @dataclass
@@ -74,18 +74,13 @@ class Architecture:
     total_params: int  # every tensor, embeddings included
     budgeted_params: int  # what density is a share of (``ParamCounter``)
     head_params: int  # the task head's (trained with the adapters, float32)
-    tied_head: bool
 
 
 def build_on_meta(config, head: str, targets: list[str] | None = None, rank: int = 8) -> APTModel:
     """The model of ``config`` (a ``transformers`` config) with its task head, wrapped for APT, on the meta
     device: shapes and counts only."""
-    import transformers
-
-    classes = {"base": transformers.AutoModel, "sequence-classification": transformers.AutoModelForSequenceClassification,
-               "causal-lm": transformers.AutoModelForCausalLM, "seq2seq-lm": transformers.AutoModelForSeq2SeqLM}
     with torch.device("meta"):
-        model = classes[head].from_config(config)
+        model = auto_class(head).from_config(config)
     return APTModel(model, AdapterConfig(list(targets or []), rank))
 
 
@@ -103,7 +98,7 @@ def describe(apt: APTModel, head: str) -> Architecture:
         attention_dropout=float(_first(config, "attention_probs_dropout_prob", "attention_dropout", "dropout_rate")),
         hidden_dropout=float(_first(config, "hidden_dropout_prob", "hidden_dropout", "dropout_rate")),
         total_params=sum(p.numel() for p in apt.model.parameters()) - _adapter_params(apt),
-        budgeted_params=apt.original_params, head_params=head_params, tied_head=bool(family.tied_embeddings),
+        budgeted_params=apt.original_params, head_params=head_params,
     )
 
 

@@ -141,7 +141,8 @@ def resolve_dtype(name: str | None, on_gpu: bool | None = None, full_precision: 
     return getattr(torch, name)
 
 
-def _auto_class(head: str):
+def auto_class(head: str):
+    """The ``transformers`` Auto class that loads a model with ``head``."""
     import transformers
 
     classes = {
@@ -189,7 +190,7 @@ def load_model(
         did not hold.
     """
     source = resolve_model_source(name_or_path)
-    cls = _auto_class(head)
+    cls = auto_class(head)
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
     if source.gguf_file:
