@@ -1,6 +1,9 @@
 """``aptune export CHECKPOINT --output DIR``: export a checkpoint of ``aptune train`` as a merged, physically
 smaller Hugging Face model (what a finished run writes to ``<output_dir>/export``).
 
+``aptune export RUN_OR_EXPORT --format onnx --output DIR [--quantize int8]`` turns an encoder's export (or a
+finished run's) into an ONNX graph checked in ONNX Runtime (``aptune.export.onnx``).
+
 A run stopped early (killed, out of time) leaves its checkpoints; this turns one of them into the same kind
 of export. CHECKPOINT is a checkpoint folder (``runs/x/checkpoints/step-0000400``) or a run folder (its
 latest checkpoint). The run's ``config.yaml`` says which model to rebuild.
@@ -13,13 +16,19 @@ import json
 from pathlib import Path
 
 NAME = "export"
-HELP = "export a checkpoint of `aptune train` as a merged, physically smaller Hugging Face model"
+HELP = ("export a checkpoint of `aptune train` as a merged, physically smaller Hugging Face model, or an export "
+        "as ONNX")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path,
-                        help="a checkpoint folder (runs/x/checkpoints/step-N) or a run folder (its latest checkpoint)")
+                        help="a checkpoint folder (runs/x/checkpoints/step-N) or a run folder (its latest checkpoint); "
+                             "with --format onnx: an export folder or a finished run folder")
     parser.add_argument("--output", type=Path, required=True, help="export folder")
+    parser.add_argument("--format", choices=("hf", "onnx"), default="hf",
+                        help="hf: merged Hugging Face model (default); onnx: ONNX graph of an encoder export")
+    parser.add_argument("--quantize", choices=("int8",), help="with --format onnx: also write ONNX Runtime's dynamic "
+                                                              "int8 quantisation (model.int8.onnx)")
 
 
 def find_checkpoint(path: Path) -> Path:
@@ -38,7 +47,33 @@ def find_checkpoint(path: Path) -> Path:
     return latest
 
 
+def find_export(path: Path) -> Path:
+    """The export folder ``path`` names: an export itself, or a finished run's ``export/``."""
+    for folder in (path, path / "export"):
+        if (folder / "aptune_structure.json").is_file():
+            return folder
+    raise FileNotFoundError(f"{path} is neither an aptune export (with aptune_structure.json) nor a finished run "
+                            "folder with export/; train the run to its end, or export a checkpoint first "
+                            "(aptune export runs/x --output DIR)")
+
+
+def run_onnx(args: argparse.Namespace) -> int:
+    from aptune.export.onnx import export_onnx
+
+    if args.quantize and args.format != "onnx":
+        raise ValueError("--quantize int8 applies to --format onnx")
+    source = find_export(args.checkpoint)
+    report = export_onnx(source, args.output, quantize=args.quantize == "int8")
+    print(f"exported {source} to {report['onnx']}: ONNX Runtime vs PyTorch, max |logit difference| "
+          f"{report['max_abs_diff']:.1e}")
+    if "int8" in report:
+        print(f"int8 (dynamic quantisation): {report['int8']}, max |logit difference| {report['int8_max_abs_diff']:.2e}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.format == "onnx" or args.quantize:
+        return run_onnx(args)
     from aptune.config import load_config
     from aptune.models import load_tokenizer
     from aptune.train.checkpoint import restore_model
