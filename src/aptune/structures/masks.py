@@ -179,8 +179,8 @@ class MaskedNorm(nn.Module):
 
 class LowPrecisionRMSNorm(torch.autograd.Function):
     """RMS norm of a bfloat16/float16 input with float32 statistics, as transformers computes it, keeping only
-    the input (in its own dtype) and the per-token 1/rms for backward: autograd would keep a float32 copy of
-    the input, twice the bytes (on SmolLM2 that copy was a fifth of a step's saved activations)."""
+    the input (in its own dtype) and the per-token 1/rms for backward, where autograd would keep a float32 copy
+    of the input (twice the bytes, in every norm of every layer)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

@@ -218,7 +218,7 @@ def restore_model(model, folder: Path) -> dict:
     for key, value in weights.items():
         if key.startswith("teacher."):
             path, which = key[len("teacher."):].rsplit(".", 1)
-            setattr(adapters[path], f"teacher_{which}", value.clone())
+            setattr(adapters[path], f"teacher_{which}", value.to(adapters[path].lora_A.device, copy=True))
     model.set_trainable()
     return state
 
