@@ -8,16 +8,24 @@ API::
 lm-eval is optional (``pip install "aptune[eval]"``); it is imported only here, on call. The model is
 handed to lm-eval's ``HFLM`` wrapper as an object, so a model pruned in memory is evaluated as it is,
 without saving and reloading it. lm-eval fetches its task data from the hub; offline it only works
-for tasks already in the ``datasets`` cache. :func:`aptune.eval.mc.evaluate_multiple_choice` is the
-offline alternative for ARC, SciQ, MMLU and custom JSONL sets.
+for tasks already in the ``datasets`` cache.
+
+Offline, :func:`run_lm_eval_on_items` writes aptune's own multiple-choice items (ARC, SciQ, MMLU, a JSONL
+file) as a local lm-eval task (a JSON Lines file and a task YAML that reads it) and lets lm-eval score exactly
+those prompts, item by item: the judge for :func:`aptune.eval.mc.evaluate_multiple_choice`::
+
+    result = run_lm_eval_on_items(model, tokenizer, load_arc("easy", "dev").items, "arc_easy_local", workdir)
+    result["acc"], result["acc_norm"], result["details"]   # details: per item, lm-eval's 0/1 outcomes
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-INSTALL_HINT = 'pip install "lm-eval>=0.4.5" (or pip install "aptune[eval]")'
+INSTALL_HINT = 'pip install "lm-eval==0.4.13" (or pip install "aptune[eval]")'
 
 
 def lm_eval_available() -> bool:
@@ -82,3 +90,61 @@ def run_lm_eval(
             if isinstance(value, (int, float)) and not isinstance(value, bool)
         }
     return results
+
+
+# ------------------------------------------------------------------------------------- local tasks
+
+
+def write_local_task(items: Sequence, folder: str | Path, name: str) -> Path:
+    """Write ``items`` (:class:`aptune.data.multiple_choice.MCItem`) as the lm-eval task ``name`` in ``folder``:
+    ``name.jsonl`` (one record per item: the prompt as aptune builds it at zero shots, the choices, the answer)
+    and ``name.yaml`` (a ``multiple_choice`` task over that file with acc and acc_norm). Returns the folder."""
+    items = list(items)
+    delimiters = {item.target_delimiter for item in items}
+    if len(delimiters) != 1:
+        raise ValueError(f"the items of one lm-eval task need one target delimiter; these use {sorted(delimiters)}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / f"{name}.jsonl"
+    with data.open("w") as handle:
+        for number, item in enumerate(items):
+            record = {"id": item.id or str(number), "text": item.description + item.context,
+                      "choices": list(item.choices), "answer": int(item.answer)}
+            handle.write(json.dumps(record) + "\n")
+    # JSON is YAML: the task file is written with json.dumps so that every string is quoted safely
+    task = {"task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data.resolve())}},
+            "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "text",
+            "doc_to_choice": "choices", "doc_to_target": "answer", "target_delimiter": delimiters.pop(),
+            "metric_list": [{"metric": metric, "aggregation": "mean", "higher_is_better": True}
+                            for metric in ("acc", "acc_norm")],
+            "metadata": {"version": 1.0}}
+    (folder / f"{name}.yaml").write_text(json.dumps(task, indent=1))
+    return folder
+
+
+def run_lm_eval_on_items(model, tokenizer, items: Sequence, name: str, workdir: str | Path, batch_size: int = 8,
+                         device: str | None = None) -> dict[str, Any]:
+    """Score ``items`` with lm-eval, zero-shot, through a local task (:func:`write_local_task`; no network).
+
+    Returns ``acc``, ``acc_norm`` and ``details``: per item (in ``items`` order) ``id``, ``acc`` and ``acc_norm``
+    as lm-eval scored it (0 or 1), and its log-likelihood of every choice."""
+    try:
+        import lm_eval  # noqa: PLC0415
+        from lm_eval.models.huggingface import HFLM  # noqa: PLC0415
+        from lm_eval.tasks import TaskManager  # noqa: PLC0415
+    except ImportError as err:
+        raise ImportError(f"the lm-eval bridge needs lm-evaluation-harness: {INSTALL_HINT} ({err})") from err
+    items = list(items)
+    folder = write_local_task(items, workdir, name)
+    if device is None:
+        device = str(next(model.parameters()).device)
+    wrapped = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+    output = lm_eval.simple_evaluate(model=wrapped, tasks=[name], num_fewshot=0, log_samples=True,
+                                     task_manager=TaskManager(include_path=str(folder), include_defaults=False))
+    metrics = {_metric_key(k): float(v) for k, v in output["results"][name].items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    samples = sorted(output["samples"][name], key=lambda sample: sample["doc_id"])
+    details = [{"id": sample["doc"]["id"], "acc": float(sample["acc"]), "acc_norm": float(sample["acc_norm"]),
+                "loglikelihoods": [float(response[0]) for response in sample["filtered_resps"]]}
+               for sample in samples]
+    return {"acc": metrics["acc"], "acc_norm": metrics["acc_norm"], "n": len(details), "details": details}
