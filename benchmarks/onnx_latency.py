@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aptune.commands.export import find_export
 from aptune.export.onnx import export_onnx, inference_session
 from aptune.model import APTModel
 from aptune.models import load_model, load_tokenizer
@@ -28,10 +29,11 @@ from aptune.models import load_model, load_tokenizer
 
 def as_export(source: str, scratch: Path) -> Path:
     """An aptune export folder for ``source``: itself, a finished run's ``export/``, or a dense export of a model."""
+    try:
+        return find_export(Path(source))
+    except FileNotFoundError:  # not an export: a model, exported dense below
+        pass
     path = Path(source)
-    for folder in (path, path / "export"):
-        if (folder / "aptune_structure.json").is_file():
-            return folder
     dense = APTModel(load_model(source, head="sequence-classification", num_labels=2), seed=0)
     return dense.export(scratch / f"{path.name}-dense", tokenizer=load_tokenizer(source))
 
