@@ -4,6 +4,10 @@ smaller Hugging Face model (what a finished run writes to ``<output_dir>/export`
 ``aptune export RUN_OR_EXPORT --format onnx --output DIR [--quantize int8]`` turns an encoder's export (or a
 finished run's) into an ONNX graph checked in ONNX Runtime (``aptune.export.onnx``).
 
+``aptune export RUN_OR_EXPORT --format gguf --output FILE.gguf [--dtype float32|float16] [--quantize q8_0]
+[--pad-empty]`` turns a LLaMA-family decoder's export into a GGUF file for llama.cpp, checked in llama.cpp
+(``aptune.export.gguf``).
+
 A run stopped early (killed, out of time) leaves its checkpoints; this turns one of them into the same kind
 of export. CHECKPOINT is a checkpoint folder (``runs/x/checkpoints/step-0000400``) or a run folder (its
 latest checkpoint). The run's ``config.yaml`` says which model to rebuild.
@@ -17,18 +21,27 @@ from pathlib import Path
 
 NAME = "export"
 HELP = ("export a checkpoint of `aptune train` as a merged, physically smaller Hugging Face model, or an export "
-        "as ONNX")
+        "as ONNX (encoders) or GGUF (decoders)")
+GGUF_QUANTIZATIONS = ("q8_0", "q4_0", "q4_k_m")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path,
                         help="a checkpoint folder (runs/x/checkpoints/step-N) or a run folder (its latest checkpoint); "
-                             "with --format onnx: an export folder or a finished run folder")
-    parser.add_argument("--output", type=Path, required=True, help="export folder")
-    parser.add_argument("--format", choices=("hf", "onnx"), default="hf",
-                        help="hf: merged Hugging Face model (default); onnx: ONNX graph of an encoder export")
-    parser.add_argument("--quantize", choices=("int8",), help="with --format onnx: also write ONNX Runtime's dynamic "
-                                                              "int8 quantisation (model.int8.onnx)")
+                             "with --format onnx or gguf: an export folder or a finished run folder")
+    parser.add_argument("--output", type=Path, required=True, help="export folder (--format gguf: a .gguf file)")
+    parser.add_argument("--format", choices=("hf", "onnx", "gguf"), default="hf",
+                        help="hf: merged Hugging Face model (default); onnx: ONNX graph of an encoder export; "
+                             "gguf: llama.cpp file of a LLaMA-family decoder export")
+    parser.add_argument("--quantize", choices=("int8",) + GGUF_QUANTIZATIONS,
+                        help="--format onnx: int8, ONNX Runtime's dynamic quantisation (model.int8.onnx); "
+                             "--format gguf: a llama.cpp type, written beside the file (NAME.<type>.gguf)")
+    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16",
+                        help="--format gguf: the file's weight type (default float16); float32 is checked to "
+                             "the logit against the transformers export")
+    parser.add_argument("--pad-empty", action="store_true",
+                        help="--format gguf: write blocks llama.cpp cannot run empty (layer 0's attention, an FFN "
+                             "after live attention) as zero blocks of the smallest size it runs: same outputs")
 
 
 def find_checkpoint(path: Path) -> Path:
@@ -60,8 +73,8 @@ def find_export(path: Path) -> Path:
 def run_onnx(args: argparse.Namespace) -> int:
     from aptune.export.onnx import export_onnx
 
-    if args.quantize and args.format != "onnx":
-        raise ValueError("--quantize int8 applies to --format onnx")
+    if args.quantize not in (None, "int8"):
+        raise ValueError(f"--quantize {args.quantize} is a llama.cpp type (--format gguf); ONNX takes int8")
     source = find_export(args.checkpoint)
     report = export_onnx(source, args.output, quantize=args.quantize == "int8")
     print(f"exported {source} to {report['onnx']}: ONNX Runtime vs PyTorch, max |logit difference| "
@@ -71,7 +84,35 @@ def run_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_gguf(args: argparse.Namespace) -> int:
+    from aptune.export.gguf import TOLERANCE, check_gguf, load_decoder, quantize_gguf, write_gguf
+
+    if args.quantize not in (None,) + GGUF_QUANTIZATIONS:
+        raise ValueError(f"--quantize {args.quantize} is ONNX's (--format onnx); GGUF takes "
+                         + ", ".join(GGUF_QUANTIZATIONS))
+    if args.output.suffix != ".gguf":
+        raise ValueError(f"--output {args.output}: --format gguf writes one file; name it NAME.gguf")
+    source = find_export(args.checkpoint)
+    model, tokenizer = load_decoder(source)
+    report = write_gguf(source, args.output, dtype=args.dtype, pad_empty=args.pad_empty, model=model,
+                        tokenizer=tokenizer)
+    for problem in report["padded"]:
+        print(f"padded with zero weights: {problem}")
+    # float32 must match to the logit; float16 rounds every weight, so its difference is reported, not judged
+    check = check_gguf(args.output, model, tokenizer, tolerance=TOLERANCE if args.dtype == "float32" else None)
+    print(f"exported {source} to {args.output} ({args.dtype}): llama.cpp vs transformers, max |logit difference| "
+          f"{check['max_abs_logit_diff']:.1e}, greedy tokens {'identical' if check['greedy_equal'] else 'differ'}")
+    if args.quantize:
+        quantized = quantize_gguf(args.output, args.output.with_suffix(f".{args.quantize}.gguf"), args.quantize)
+        check = check_gguf(quantized, model, tokenizer, tolerance=None)
+        print(f"{args.quantize}: {quantized}, max |logit difference| {check['max_abs_logit_diff']:.2f}, greedy "
+              f"tokens {'identical' if check['greedy_equal'] else 'differ'}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.format == "gguf":
+        return run_gguf(args)
     if args.format == "onnx" or args.quantize:
         return run_onnx(args)
     from aptune.config import load_config
