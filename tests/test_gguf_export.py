@@ -105,16 +105,15 @@ def test_gguf_output_must_name_a_file_and_onnx_quantisation_is_refused(tmp_path,
 
 
 @pytest.mark.slow
-def test_gguf_of_pruned_smollm2_runs_in_llama_cpp_as_the_export(tmp_path):
+def test_gguf_of_pruned_smollm2_runs_in_llama_cpp_as_the_export(tmp_path, capsys):
     apt = APTModel(load_model("smollm2-135m", head="causal-lm"), seed=0)
     randomize_adapters(apt, scale=0.02)
     random_binary_masks(apt, seed=0, keep=0.6, keep_hidden=0.8, empty_site=True)
     apt.eval()
-    tokenizer = load_tokenizer("smollm2-135m")
-    export = apt.export(tmp_path / "export", tokenizer=tokenizer)
+    export = apt.export(tmp_path / "export", tokenizer=load_tokenizer("smollm2-135m"))
     path = tmp_path / "smollm2.gguf"
+    # float32: the command itself stops unless prompt tokens, logits (<= TOLERANCE) and greedy tokens agree
     assert main(["export", str(export), "--format", "gguf", "--output", str(path), "--dtype", "float32",
                  "--pad-empty"]) == 0
-    model, _ = load_decoder(export)
-    report = check_gguf(path, model, tokenizer)
-    assert report["greedy_equal"] and report["prompt_tokens_equal"]
+    out = capsys.readouterr().out
+    assert "padded with zero weights: layer 29" in out and "greedy tokens identical" in out

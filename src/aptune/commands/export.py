@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantize", choices=("int8",) + GGUF_QUANTIZATIONS,
                         help="--format onnx: int8, ONNX Runtime's dynamic quantisation (model.int8.onnx); "
                              "--format gguf: a llama.cpp type, written beside the file (NAME.<type>.gguf)")
-    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16",
+    parser.add_argument("--dtype", choices=("float16", "float32"),
                         help="--format gguf: the file's weight type (default float16); float32 is checked to "
                              "the logit against the transformers export")
     parser.add_argument("--pad-empty", action="store_true",
@@ -94,13 +94,14 @@ def run_gguf(args: argparse.Namespace) -> int:
         raise ValueError(f"--output {args.output}: --format gguf writes one file; name it NAME.gguf")
     source = find_export(args.checkpoint)
     model, tokenizer = load_decoder(source)
-    report = write_gguf(source, args.output, dtype=args.dtype, pad_empty=args.pad_empty, model=model,
-                        tokenizer=tokenizer)
+    dtype = args.dtype or "float16"
+    report = write_gguf(source, args.output, dtype=dtype, pad_empty=args.pad_empty, model=model, tokenizer=tokenizer)
     for problem in report["padded"]:
         print(f"padded with zero weights: {problem}")
     # float32 must match to the logit; float16 rounds every weight, so its difference is reported, not judged
-    check = check_gguf(args.output, model, tokenizer, tolerance=TOLERANCE if args.dtype == "float32" else None)
-    print(f"exported {source} to {args.output} ({args.dtype}): llama.cpp vs transformers, max |logit difference| "
+    check = check_gguf(args.output, model, tokenizer, tolerance=TOLERANCE if dtype == "float32" else None)
+    print(f"exported {source} to {args.output} ({dtype}): llama.cpp vs transformers, prompt tokens "
+          f"{'identical' if check['prompt_tokens_equal'] else 'differ'}, max |logit difference| "
           f"{check['max_abs_logit_diff']:.1e}, greedy tokens {'identical' if check['greedy_equal'] else 'differ'}")
     if args.quantize:
         quantized = quantize_gguf(args.output, args.output.with_suffix(f".{args.quantize}.gguf"), args.quantize)
@@ -113,6 +114,8 @@ def run_gguf(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.format == "gguf":
         return run_gguf(args)
+    if args.dtype or args.pad_empty:
+        raise ValueError("--dtype and --pad-empty apply to --format gguf")
     if args.format == "onnx" or args.quantize:
         return run_onnx(args)
     from aptune.config import load_config

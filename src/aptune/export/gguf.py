@@ -59,6 +59,7 @@ class LayerShape:
 class DecoderShape:
     hidden: int
     head_dim: int
+    group: int  # query heads per KV head (the model's; aptune prunes whole groups)
     vocab: int
     layers: tuple[LayerShape, ...]
 
@@ -78,7 +79,8 @@ def decoder_shape(model: torch.nn.Module) -> DecoderShape:
         kv_heads = 0 if q is None else attention.k_proj.weight.shape[0] // head_dim
         layers.append(LayerShape(heads, kv_heads, mlp.gate_proj.weight.shape[0]))
     embedding = model.model.embed_tokens.weight
-    return DecoderShape(embedding.shape[1], head_dim, embedding.shape[0], tuple(layers))
+    group = config.num_attention_heads // (getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+    return DecoderShape(embedding.shape[1], head_dim, group, embedding.shape[0], tuple(layers))
 
 
 def unloadable(shape: DecoderShape) -> list[str]:
@@ -97,17 +99,16 @@ def unloadable(shape: DecoderShape) -> list[str]:
 
 def padded(shape: DecoderShape) -> DecoderShape:
     """``shape`` with the blocks :func:`unloadable` names padded to one KV group / an FFN of width one."""
-    group = max((layer.heads // layer.kv_heads for layer in shape.layers if layer.kv_heads), default=1)
     last = len(shape.layers) - 1
     layers = []
     for i, layer in enumerate(shape.layers):
         heads, kv_heads, ffn = layer.heads, layer.kv_heads, layer.ffn
         if i == 0 and heads == 0:
-            heads, kv_heads = group, 1
+            heads, kv_heads = shape.group, 1
         if ffn == 0 and (heads > 0 or i == last):
             ffn = 1
         layers.append(LayerShape(heads, kv_heads, ffn))
-    return DecoderShape(shape.hidden, shape.head_dim, shape.vocab, tuple(layers))
+    return DecoderShape(shape.hidden, shape.head_dim, shape.group, shape.vocab, tuple(layers))
 
 
 def _check_supported(model: torch.nn.Module) -> None:
@@ -266,8 +267,10 @@ def write_gguf(export_dir: str | Path, path: str | Path, dtype: str = "float16",
     target = padded(shape) if pad_empty else shape
     config = model.config
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(path), arch=ARCHITECTURE)
-    writer.add_name(getattr(config, "_name_or_path", "") or export_dir.name)
+    partial = path.with_name(path.name + ".partial")  # renamed when complete: no half-written file under the name
+    writer = gguf.GGUFWriter(str(partial), arch=ARCHITECTURE)
+    # a finished run's export is <run>/export: the run's name says more than "export"
+    writer.add_name(export_dir.parent.name if export_dir.name == "export" else export_dir.name)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(shape.hidden)
     writer.add_block_count(len(shape.layers))
@@ -289,6 +292,7 @@ def write_gguf(export_dir: str | Path, path: str | Path, dtype: str = "float16",
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    partial.replace(path)
     return {"gguf": str(path), "dtype": dtype, "layers": [vars(layer) for layer in target.layers],
             "padded": problems if pad_empty else []}
 
