@@ -23,20 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aptune.commands.export import find_export
+from aptune.commands.export import export_or_dense
 from aptune.export.gguf import last_logits, load_decoder, load_llama_cpp, quantize_gguf, write_gguf
-from aptune.model import APTModel
-from aptune.models import load_model, load_tokenizer
-
-
-def as_export(source: str, scratch: Path) -> Path:
-    """An aptune export folder for ``source``: itself, a finished run's ``export/``, or a dense export of a model."""
-    try:
-        return find_export(Path(source))
-    except FileNotFoundError:  # not an export: a model, exported dense below
-        pass
-    dense = APTModel(load_model(source, head="causal-lm"), seed=0)
-    return dense.export(scratch / f"{Path(source).name}-dense", tokenizer=load_tokenizer(source))
 
 
 def gguf_files(name: str, export: Path, scratch: Path, types: list[str]) -> dict:
@@ -84,7 +72,8 @@ def main() -> None:
         runners = {}
         for pair in args.models:
             name, _, source = pair.partition("=")
-            for kind, (path, params) in gguf_files(name, as_export(source, Path(scratch)), Path(scratch), types).items():
+            export = export_or_dense(source, Path(scratch), "causal-lm")
+            for kind, (path, params) in gguf_files(name, export, Path(scratch), types).items():
                 llm = load_llama_cpp(path, threads=args.threads, float32_cache=False, all_logits=False)
                 runners[f"{name} / {kind}"] = (llm, params, kind, path.stat().st_size)
         vocab = min(llm.n_vocab() for llm, *_ in runners.values())

@@ -21,21 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aptune.commands.export import find_export
+from aptune.commands.export import export_or_dense
 from aptune.export.onnx import export_onnx, inference_session
-from aptune.model import APTModel
-from aptune.models import load_model, load_tokenizer
-
-
-def as_export(source: str, scratch: Path) -> Path:
-    """An aptune export folder for ``source``: itself, a finished run's ``export/``, or a dense export of a model."""
-    try:
-        return find_export(Path(source))
-    except FileNotFoundError:  # not an export: a model, exported dense below
-        pass
-    path = Path(source)
-    dense = APTModel(load_model(source, head="sequence-classification", num_labels=2), seed=0)
-    return dense.export(scratch / f"{path.name}-dense", tokenizer=load_tokenizer(source))
+from aptune.models import load_model
 
 
 def runners(name: str, export: Path, scratch: Path, int8: bool, threads: int) -> dict:
@@ -87,7 +75,8 @@ def main() -> None:
         calls = {}
         for pair in args.models:
             name, _, source = pair.partition("=")
-            calls.update(runners(name, as_export(source, Path(scratch)), Path(scratch), args.int8, args.threads))
+            export = export_or_dense(source, Path(scratch), "sequence-classification")
+            calls.update(runners(name, export, Path(scratch), args.int8, args.threads))
         vocab = min(c[2] for c in calls.values())
         results = {}
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):

@@ -70,6 +70,21 @@ def find_export(path: Path) -> Path:
                             "(aptune export runs/x --output DIR)")
 
 
+def export_or_dense(source: str, scratch: Path, head: str) -> Path:
+    """An export folder for ``source``: itself, a finished run's ``export/``, or (a model name or folder) the model
+    exported dense, all blocks kept, into ``scratch``: so that benchmarks put dense and pruned through one path."""
+    try:
+        return find_export(Path(source))
+    except FileNotFoundError:
+        pass
+    from aptune.model import APTModel
+    from aptune.models import load_model, load_tokenizer
+
+    kwargs = {"num_labels": 2} if head == "sequence-classification" else {}
+    dense = APTModel(load_model(source, head=head, **kwargs), seed=0)
+    return dense.export(scratch / f"{Path(source).name}-dense", tokenizer=load_tokenizer(source))
+
+
 def run_onnx(args: argparse.Namespace) -> int:
     from aptune.export.onnx import export_onnx
 
