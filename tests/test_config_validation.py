@@ -59,6 +59,8 @@ def test_a_whole_number_key_refuses_a_fraction_instead_of_cutting_it():
     ("distill.kl_scale=0", "distill.kl_scale must be > 0; got 0.0"),
     ("distill.max_mu=1.5", "distill.max_mu must lie in [0, 1]; got 1.5"),
     ("distill.num_blocks=0", "distill.num_blocks must be >= 1; got 0"),
+    ("distill.end_fraction=1.5", "distill.end_fraction must lie in (0, 1] (or null); got 1.5"),
+    ("distill.end_fraction=0.3", "distill.end_fraction=0.3 would end distillation inside the pruning window"),
     ("distill.transform_rank=-1", "distill.transform_rank must be >= 0; got -1"),
     ("data.max_length=0", "data.max_length must be >= 1; got 0"),
     ("data.max_train_samples=0", "data.max_train_samples must be >= 1 (or null); got 0"),

@@ -93,6 +93,35 @@ def test_max_mu_caps_the_distillation_weight():
     assert max(mus) == 0.3 and min(mus) == 0.0
 
 
+def test_distilling_through_recovery_keeps_the_dense_teacher_and_cuts_when_distillation_ends():
+    seen = []
+    apt, events = _train(DistillConfig(end_fraction=0.9),
+                         probe=lambda a, s: seen.append((a.step, a.mu(), a.model.num_params())))
+    last, end = apt.schedule.steps[-1], int(0.9 * STEPS)
+    assert apt.distill_end == end > last
+    mus = {step: mu for step, mu, _ in seen}
+    assert all(mus[step] == 1.0 for step in range(last, end)) and all(mus[s] == 0.0 for s in range(end, STEPS))
+    held = {step: n for step, _, n in seen}
+    assert held[end - 1] == apt.model.original_params  # the teacher still runs on every block...
+    assert held[end] == apt.model.num_kept_params() <= 0.5 * apt.model.original_params  # ...cut at the end
+    assert events[-1].distillation_ended and events[-1].step == end and not events[-2].distillation_ended
+
+
+def test_distilling_through_recovery_ends_where_the_default_window_ends_if_asked_to():
+    default, _ = _train(DistillConfig(), until=STEPS)
+    window, _ = _train(DistillConfig(end_fraction=PRUNE.end_fraction), until=STEPS)
+    assert window.distill_end == default.distill_end == default.schedule.steps[-1]
+    assert all(torch.equal(a, b) for a, b in zip(default.model.state_dict().values(), window.model.state_dict().values()))
+
+
+def test_a_distillation_window_that_ends_inside_the_pruning_window_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"distill.end_fraction=0.5 .*prune.end_fraction=0.75"):
+        APT(APTModel(tiny_bert(), seed=0), APTConfig(prune=PRUNE, distill=DistillConfig(end_fraction=0.5)),
+            total_steps=STEPS)
+
+
 def test_the_state_dict_round_trips_through_the_checkpoint_split():
     apt, _ = _train(DistillConfig(), until=14)
     state = apt.state_dict()

@@ -131,6 +131,7 @@ class APTConfig:
         against ``total_steps``: what :class:`aptune.APT` checks before it lays out its schedules."""
         _check_values(self)
         _check_schedule(total_steps, self.prune)
+        _check_distill_window(self.distill, self.prune)
 
 
 @dataclass
@@ -153,6 +154,7 @@ class RunConfig:
         files); the message names the key and what it must be."""
         _check_values(self)
         _check_schedule(self.train.steps, self.prune)
+        _check_distill_window(self.distill, self.prune)
         if self.train.steps == 0 and self.prune.enabled and not self.prune.before_tuning:
             raise ValueError("train.steps=0 (evaluate and export without tuning) cannot prune on a schedule: set "
                              "prune.enabled=false, or prune.before_tuning=true for one cut before any tuning")
@@ -240,6 +242,7 @@ _RULES: dict[str, _Rule] = {
     "distill.transform_rank": _AT_LEAST_0,
     "distill.max_mu": _IN_0_1_CLOSED,
     "distill.teacher": _one_of(("best", "live")),
+    "distill.end_fraction": _IN_0_1_OPEN_CLOSED,
     "train.steps": _AT_LEAST_0,
     "train.batch_size": _AT_LEAST_1,
     "train.lr": _POSITIVE,
@@ -343,6 +346,14 @@ def _check_schedule(steps: int, prune: "PruneConfig") -> None:
         raise ValueError(f"prune.num_steps={count} pruning steps do not fit in the pruning window ({start}, {end}] "
                          f"(prune.start_step={start}, {where}), which holds {end - start} steps; set "
                          f"prune.num_steps to at most {end - start}, or widen the window")
+
+
+def _check_distill_window(distill: DistillConfig, prune: "PruneConfig") -> None:
+    """Distillation through recovery (``distill.end_fraction``) cannot end inside the pruning window."""
+    if distill.end_fraction is not None and distill.end_fraction < prune.end_fraction:
+        raise ValueError(f"distill.end_fraction={distill.end_fraction} would end distillation inside the pruning "
+                         f"window (prune.end_fraction={prune.end_fraction}); set it to at least "
+                         f"{prune.end_fraction}, or null to end it at the last pruning step")
 
 
 # ------------------------------------------------------------------------------- reading and overrides

@@ -97,6 +97,7 @@ class PruningEvent:
     tuning_params: int
     reached_target: bool  # the last pruning step: the model now has its target density
     distillation_started: bool  # the teacher was taken for the first time
+    distillation_ended: bool = False  # distillation through recovery ended: masked blocks left the tensors
 
 
 # -------------------------------------------------------------------------------------------- APT
@@ -141,16 +142,24 @@ class APT:
         """The step at which the target density is reached (0 without pruning)."""
         return self.schedule.steps[-1] if self.schedule.steps and self.config.prune.enabled else 0
 
+    @property
+    def distill_end(self) -> int:
+        """The step at which distillation ends: the last pruning step, or ``distill.end_fraction`` of the run."""
+        fraction = self.config.distill.end_fraction
+        if fraction is None or not self.config.distill.enabled:
+            return self.last_pruning_step
+        return max(self.last_pruning_step, int(fraction * self.total_steps))
+
     def collecting(self) -> bool:
         """Salience and adapter importance are gathered from the first to the last pruning step."""
         return self.schedule.start <= self.step < (self.schedule.steps[-1] if self.schedule.steps else 0)
 
     def mu(self) -> float:
-        """Weight of the distillation loss in this step. Self-distillation runs while pruning, from the first
-        pruning step (the first teacher) to the last; after the target density the model recovers on the
-        task loss alone, as the official code does after its distillation phase."""
+        """Weight of the distillation loss in this step. Self-distillation runs from the first pruning step (the
+        first teacher) to :attr:`distill_end` (by default the last pruning step); afterwards the model recovers
+        on the task loss alone, as the official code does after its distillation phase."""
         d = self.config.distill
-        distilling = d.enabled and self.teacher_ready and self.step < self.last_pruning_step
+        distilling = d.enabled and self.teacher_ready and self.step < self.distill_end
         return min(d.max_mu, self.mu_schedule.mu(self.step)) if distilling else 0.0
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -220,9 +229,11 @@ class APT:
         already holds the new ones), None otherwise."""
         self._move_soft_masks()
         self.step += 1
-        if not self.schedule.is_pruning_step(self.step):
-            return None
-        return self._pruning_step(optimizer)
+        if self.schedule.is_pruning_step(self.step):
+            return self._pruning_step(optimizer)
+        if self.step == self.distill_end and self._cut_deferred():
+            return self._cut_after_distillation(optimizer)
+        return None
 
     def report_score(self, score: float, higher_is_better: bool = True) -> bool:
         """Tell the method a dev score; on a new best the teacher becomes the current adapters. True if best."""
@@ -245,10 +256,32 @@ class APT:
                                round_to=self.config.prune.round_to)
         update_soft_masks(self.model.state, keep, self.schedule.alpha, binary=action == "binary")
 
-    def _cut_now(self, k: int) -> bool:
-        """Blocks leave the tensors at every pruning step, except under a dense teacher (the last one only)."""
+    def _cut_deferred(self) -> bool:
+        """A dense teacher keeps every block in the tensors until distillation ends."""
         d = self.config.distill
-        return not (d.enabled and d.dense_teacher) or k == self.schedule.num_prunings
+        return d.enabled and d.dense_teacher and self.config.prune.enabled
+
+    def _cut_now(self, k: int) -> bool:
+        """Blocks leave the tensors at every pruning step, except under a dense teacher: then at the last one,
+        or at the end of distillation when it continues through recovery."""
+        if not self._cut_deferred():
+            return True
+        return k == self.schedule.num_prunings and self.distill_end == self.last_pruning_step
+
+    def _cut_after_distillation(self, optimizer) -> PruningEvent:
+        """Distillation through recovery is over: the masked blocks leave the tensors (the masks are already
+        binary since the last pruning step, so the model's function does not change)."""
+        mode = "reset" if self.config.optimizer_reset else "carry"
+        with OptimizerSurgery(optimizer, self.model, *([self.transform] if self.transform else []), mode=mode):
+            self.model.prune()
+            if self.transform is not None:
+                self.transform.sync()
+        self.scorer.reindex()
+        kept = self.model.num_kept_params()
+        n = self.schedule.num_prunings
+        return PruningEvent(self.step, n, n, True, {"heads": 0, "ffn": 0, "hidden": 0}, self.model.ranks(), kept,
+                            kept / self.model.original_params, self.schedule.density_for(n),
+                            tuning_params(self.model), False, False, distillation_ended=True)
 
     def _pruning_step(self, optimizer) -> PruningEvent:
         k = self.schedule.steps.index(self.step) + 1

@@ -54,6 +54,11 @@ class DistillConfig:
         teacher: ``best``: a frozen snapshot of the adapters, taken at the first pruning step and refreshed on
             every new best dev score (the paper, the official code); ``live``: the student's own current adapters
             (no snapshot), so that with ``dense_teacher`` the pruned student learns from its unpruned self.
+        end_fraction: where distillation ends, as a fraction of the training steps. None: at the last pruning
+            step, and recovery trains on the task loss alone. A later point keeps distilling through recovery
+            with μ at ``max_mu`` (the official code distils for many epochs past its last pruning step with the
+            best-so-far teacher); under ``dense_teacher`` the masked blocks then leave the tensors when
+            distillation ends, not at the last pruning step.
     """
 
     enabled: bool = True
@@ -68,6 +73,7 @@ class DistillConfig:
     dense_teacher: bool = True
     max_mu: float = 1.0
     teacher: str = "best"
+    end_fraction: float | None = None
 
     def __post_init__(self):
         if self.teacher not in ("best", "live"):

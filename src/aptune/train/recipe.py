@@ -277,6 +277,11 @@ def loop(run: Run) -> int | None:
 
 def _after_pruning_step(run: Run, event: PruningEvent) -> None:
     """Stage banners, the pruning event's log record, and the dev metric at the target density."""
+    if event.distillation_ended:
+        run.proc.print(f"[aptune] distillation ends at step {event.step}: the masked blocks leave the tensors "
+                       f"(density {event.density:.3f}); recovery continues on the task loss")
+        run.log.write(event="distill_end", step=event.step, params=event.params, density=event.density)
+        return
     if event.pruned:
         run.proc.print(f"[aptune] pruning step {event.k}/{event.num_steps} at step {event.step}: density "
                        f"{event.density:.3f} (target {event.target_density:.3f}), removed {event.removed}"
