@@ -25,6 +25,7 @@ import torch
 
 from aptune.commands.export import export_or_dense
 from aptune.export.gguf import last_logits, load_decoder, load_llama_cpp, quantize_gguf, write_gguf
+from aptune.provenance import meta_info
 
 
 def gguf_files(name: str, export: Path, scratch: Path, types: list[str]) -> dict:
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    provenance = meta_info()  # the commit as the measurement starts
     torch.set_num_threads(args.threads)
     types = args.types.split(",")
     with tempfile.TemporaryDirectory() as scratch:
@@ -101,7 +103,8 @@ def main() -> None:
                   f"({r['decode']['p10_tokens_per_s']:.1f})  {r['decode']['median_tokens_per_s'] / first['decode']['median_tokens_per_s']:.2f}x "
                   f"the first's decoding, {r['file_mib']:.0f} MiB")
     if args.json:
-        args.json.write_text(json.dumps({"settings": vars(args) | {"json": str(args.json)}, "results": results},
+        args.json.write_text(json.dumps({"settings": vars(args) | {"json": str(args.json)}, "provenance": provenance,
+                                         "results": results},
                                         indent=1, default=str))
 
 

@@ -24,6 +24,7 @@ import torch
 from aptune.commands.export import export_or_dense
 from aptune.export.onnx import export_onnx, inference_session
 from aptune.models import load_model
+from aptune.provenance import meta_info
 
 
 def runners(name: str, export: Path, scratch: Path, int8: bool, threads: int) -> dict:
@@ -70,6 +71,7 @@ def main() -> None:
     parser.add_argument("--int8", action="store_true", help="also time ONNX Runtime's dynamic int8 graphs")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    provenance = meta_info()  # the commit as the measurement starts
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
         calls = {}
@@ -87,7 +89,8 @@ def main() -> None:
                 print(f"  {label:32s} {r['median_ms']:9.1f} ms ({r['p90_ms']:.1f})  {first / r['median_ms']:.2f}x "
                       f"the first")
     if args.json:
-        args.json.write_text(json.dumps({"settings": vars(args) | {"json": str(args.json)}, "results": results},
+        args.json.write_text(json.dumps({"settings": vars(args) | {"json": str(args.json)}, "provenance": provenance,
+                                         "results": results},
                                         indent=1, default=str))
 
 

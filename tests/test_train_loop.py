@@ -28,11 +28,25 @@ def test_tiny_apt_run_reaches_target_density_and_exports(tiny_base, tmp_path):
     assert len(prunes) == 3 and prunes[-1]["density"] <= 0.5
     assert max(max(p["ranks"].values()) for p in prunes) > 8  # adapters grew from the initial rank 8
     assert any("distill" in r for r in records)  # distillation ran after the first pruning step
+    assert len(summary["provenance"]["aptune_git_sha"]) == 40  # the run names the commit it ran at
     assert (run / "config.yaml").exists() and (run / "schedule.json").exists()
     tokenizer = load_tokenizer("minilm")
     inputs = dict(tokenizer(["a fine film", "dull"], padding=True, return_tensors="pt"))
     reloaded = reload_in_new_process(run / "export", "AutoModelForSequenceClassification", inputs, tmp_path)
     assert reloaded["result"].shape == (2, 2)
+
+
+
+def test_distilling_through_recovery_cuts_when_distillation_ends_and_exports(tiny_base, tmp_path):
+    run = tmp_path / "run"
+    summary = train(load_config(None, [f"output_dir={run}", f"model.name={tiny_base}", *TINY_RUN,
+                                       "distill.end_fraction=0.9"]))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    end = [r for r in records if r.get("event") == "distill_end"]
+    assert len(end) == 1 and end[0]["step"] == int(0.9 * 24) and end[0]["density"] <= 0.5
+    steps = [r for r in records if r.get("event") is None and "step" in r and "loss" in r]
+    assert all(r["mu"] == 1.0 for r in steps if 18 < r["step"] <= 21)  # still distilling after the last cut
+    assert summary["params"] == end[0]["params"] and (run / "export" / "model.safetensors").exists()
 
 
 def test_resumed_run_ends_like_an_uninterrupted_one(tiny_base, tmp_path):

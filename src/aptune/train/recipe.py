@@ -28,6 +28,7 @@ from aptune.data import make_dataloader, seed_everything
 from aptune.method import APT, APTLoss, PruningEvent, average_across_processes
 from aptune.model import AdapterConfig, APTModel
 from aptune.models import load_model, load_tokenizer, resolve_dtype
+from aptune.provenance import meta_info
 from aptune.train.checkpoint import (config_differences, latest_intact_checkpoint, restore_loop, restore_method,
                                      restore_model, save_checkpoint)
 from aptune.train.progress import JsonlLog, Progress
@@ -57,6 +58,7 @@ class Run:
     memory: TrainingMemory | None = None  # bytes of params, grads, optimizer state, saved activations; peak step
     first_step: int = 0
     start_time: float = 0.0
+    provenance: dict = field(default_factory=meta_info)  # commit and versions as the run starts
 
     @property
     def model(self) -> APTModel:
@@ -385,7 +387,7 @@ def save(run: Run, command: str | None = None) -> dict:
         "history": run.history, "pruning_accuracy": run.pruning_accuracy,
         "memory": run.memory.peak.as_dict() if run.memory.peak else None,
         "cuda_max_memory_allocated": torch.cuda.max_memory_allocated() if run.proc.device.type == "cuda" else None,
-        "masks": run.model.state.keep_masks(),
+        "masks": run.model.state.keep_masks(), "provenance": run.provenance,
     }
     if main:
         (run.out / "summary.json").write_text(json.dumps(summary, indent=1))
