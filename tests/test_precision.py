@@ -161,3 +161,50 @@ def test_low_precision_rms_norm_matches_autograd_and_keeps_half_the_bytes():
     for ours, reference in zip(grads[1], grads[0]):
         assert torch.allclose(ours.float(), reference.float(), atol=bf16_ulps(reference.float(), 2))
     assert saved[1] < saved[0]
+
+
+def test_chunked_lm_loss_is_transformers_loss_and_gradient():
+    """Same mean over labelled tokens and the same gradient as transformers' causal-LM loss, in float64, with chunks
+    that split rows (3 positions a chunk over 2 x 7) and labels that ignore some positions."""
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    from aptune.models.lm_loss import causal_lm_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 7, 11, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 11, (2, 7))
+    labels[0, :3] = labels[1, -2:] = -100  # a prompt, and padding
+    ours = causal_lm_loss(logits, labels, chunk_tokens=3)
+    (grad_ours,) = torch.autograd.grad(ours, logits)
+    reference = ForCausalLMLoss(logits.float().double(), labels, vocab_size=11)
+    (grad_reference,) = torch.autograd.grad(reference, logits)
+    assert torch.allclose(ours, reference, rtol=1e-6) and torch.allclose(grad_ours, grad_reference, atol=1e-6)
+    nothing = torch.full_like(labels, -100)
+    assert causal_lm_loss(logits, nothing).item() == 0.0
+
+
+def test_a_bfloat16_causal_lm_keeps_its_logits_in_bfloat16_for_the_loss():
+    """APTModel's loss for a bfloat16 causal LM: transformers' loss on the same logits within float32 rounding, and
+    autograd keeps the bfloat16 logits instead of a float32 log-softmax of them (half those bytes)."""
+    from aptune.bench.memory import SavedActivations
+
+    apt = APTModel(tiny_llama().to(torch.bfloat16), seed=0)
+    inputs = tiny_inputs("llama")
+    labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
+    saved = []
+    for loss_of in (lambda: apt(**inputs, labels=labels).loss,
+                    lambda: apt.model.loss_function(apt(**inputs).logits, labels, vocab_size=100)):  # transformers'
+        counter = SavedActivations(apt)
+        with counter.watch():
+            loss = loss_of()
+        saved.append(counter.bytes)
+        loss.backward()
+        grads = [m.lora_B.grad.clone() for m in apt.adapters().values()]
+        apt.zero_grad(set_to_none=True)
+        saved[-1] = (saved[-1], loss.item(), grads)
+    (ours, loss_ours, grads_ours), (theirs, loss_theirs, grads_theirs) = saved
+    assert abs(loss_ours - loss_theirs) <= 1e-5 * loss_theirs
+    assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-6) for a, b in zip(grads_ours, grads_theirs))
+    tokens, vocab = labels.numel(), 100
+    # a float32 log-softmax of every position -> the bfloat16 logits (the two losses' scalars differ by 4 bytes)
+    assert abs((theirs - ours) - tokens * vocab * (4 - 2)) <= 4

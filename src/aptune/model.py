@@ -25,6 +25,7 @@ from torch import nn
 from aptune.adapters.layer import APTLinear
 from aptune.families import family_for
 from aptune.families.base import ModelFamily
+from aptune.models.lm_loss import causal_lm_loss
 from aptune.structures.masks import MaskedNorm, MaskHooks, StructureState
 from aptune.structures.params import ParamCounter
 from aptune.structures.prune import prune_physically
@@ -161,8 +162,19 @@ class APTModel(nn.Module):
 
     # ---------------------------------------------------------------------------------- queries
     def forward(self, *args, **kwargs):
+        labels = kwargs.get("labels")
+        if labels is None or not (self.low_precision and self.is_causal_lm):
+            with self.autocast():
+                return self.model(*args, **kwargs)
+        # a low-precision causal LM: the loss keeps the logits in their dtype, not a float32 copy of them all
         with self.autocast():
-            return self.model(*args, **kwargs)
+            out = self.model(*args, **{k: v for k, v in kwargs.items() if k != "labels"})
+        out["loss"] = causal_lm_loss(out.logits, labels)
+        return out
+
+    @property
+    def is_causal_lm(self) -> bool:
+        return type(self.model).__name__.endswith("ForCausalLM")
 
     def adapters(self) -> dict[str, APTLinear]:
         """Adapter layers with rank > 0, by path."""

@@ -178,7 +178,7 @@ def activation_bytes_per_token(arch: Architecture, settings: PlanSettings, kept:
     if arch.hidden_dropout > 0:  # the embeddings' dropout mask
         model += hidden * (1 if cuda else act)
     if arch.head == "causal-lm":
-        model += f32 * arch.vocab  # the logits, upcast to float32 for the loss
+        model += act * arch.vocab  # the logits as the loss keeps them (aptune.models.lm_loss: in their own dtype)
     # under checkpointing each layer keeps its input, and an encoder's (batch, 1, seq, seq) attention mask once
     layer_inputs = [act * shape[3] for shape in shapes] + [f32 * settings.seq_len * (arch.head != "causal-lm")]
     return {"layers": layers, "model": model, "layer_inputs": layer_inputs}
