@@ -8,7 +8,7 @@ interleaved in one process, round by round: a prompt of ``--prompt`` random toke
 Median and p90 over ``--repeats`` rounds after ``--warmup``.
 
     python benchmarks/gguf_speed.py dense=smollm2-135m pruned=runs/smollm2-apt/export --types float16,q8_0 \\
-        --json results/gguf_speed.json
+        --ffn-multiples 32,1 --json results/gguf_speed.json
 """
 
 from __future__ import annotations
@@ -28,15 +28,26 @@ from aptune.export.gguf import last_logits, load_decoder, load_llama_cpp, quanti
 from aptune.provenance import meta_info
 
 
-def gguf_files(name: str, export: Path, scratch: Path, types: list[str]) -> dict:
-    """``{type: path}`` of one model: the float16 file, and each other type quantised from it."""
+def gguf_files(name: str, export: Path, scratch: Path, types: list[str], multiples: list[int]) -> dict:
+    """``{label: (path, type, params)}`` of one model: per FFN-width multiple, the float16 file and each other
+    type quantised from it (a multiple that pads nothing more than the first one is skipped)."""
     model, tokenizer = load_decoder(export)
-    f16 = scratch / f"{name}.float16.gguf"
-    write_gguf(export, f16, dtype="float16", pad_empty=True, model=model, tokenizer=tokenizer)
-    files = {"float16": f16} if "float16" in types else {}
-    for kind in (t for t in types if t != "float16"):
-        files[kind] = quantize_gguf(f16, scratch / f"{name}.{kind}.gguf", kind)
-    return {kind: (path, sum(p.numel() for p in model.parameters())) for kind, path in files.items()}
+    params = sum(p.numel() for p in model.parameters())
+    files, padded_before = {}, None
+    for multiple in multiples:
+        f16 = scratch / f"{name}.ffn{multiple}.float16.gguf"
+        padding = write_gguf(export, f16, dtype="float16", pad_empty=True, model=model, tokenizer=tokenizer,
+                             ffn_multiple=multiple)["layers"]
+        if padding == padded_before:
+            continue
+        padded_before = padding
+        tag = f" / ffn%{multiple}" if len(multiples) > 1 else ""
+        if "float16" in types:
+            files[f"{name} / float16{tag}"] = (f16, "float16", params)
+        for kind in (t for t in types if t != "float16"):
+            files[f"{name} / {kind}{tag}"] = (quantize_gguf(f16, scratch / f"{name}.ffn{multiple}.{kind}.gguf", kind),
+                                              kind, params)
+    return files
 
 
 def one_round(llm, prompt: list[int], new_tokens: int) -> tuple[float, float]:
@@ -65,6 +76,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ffn-multiples", default="32",
+                        help="FFN widths padded with zero neurons to each of these multiples, comma-separated "
+                             "(32: the export's default; 1: as pruned)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     provenance = meta_info()  # the commit as the measurement starts
@@ -75,9 +89,10 @@ def main() -> None:
         for pair in args.models:
             name, _, source = pair.partition("=")
             export = export_or_dense(source, Path(scratch), "causal-lm")
-            for kind, (path, params) in gguf_files(name, export, Path(scratch), types).items():
+            multiples = [int(m) for m in args.ffn_multiples.split(",")]
+            for label, (path, kind, params) in gguf_files(name, export, Path(scratch), types, multiples).items():
                 llm = load_llama_cpp(path, threads=args.threads, float32_cache=False, all_logits=False)
-                runners[f"{name} / {kind}"] = (llm, params, kind, path.stat().st_size)
+                runners[label] = (llm, params, kind, path.stat().st_size)
         vocab = min(llm.n_vocab() for llm, *_ in runners.values())
         prompt = np.random.default_rng(0).integers(5, vocab - 1, size=args.prompt).tolist()
         times = {label: ([], []) for label in runners}

@@ -74,6 +74,28 @@ def test_gguf_of_a_pruned_tiny_llama_runs_in_llama_cpp_as_the_masked_model(tmp_p
     assert report["prompt_tokens_equal"] and report["greedy_equal"] and report["max_abs_logit_diff"] <= TOLERANCE
 
 
+def test_ffn_widths_padded_with_zero_neurons_compute_the_same_function(tmp_path):
+    """The default pads FFN widths to multiples of 32 (what llama.cpp's q8_0 blocks need); ``ffn_multiple=1``
+    writes them as pruned. Both files give the same float32 logits."""
+    from aptune.export.gguf import decoder_shape, write_gguf
+
+    _, tokenizer, export = pruned_export(tmp_path, groups=[[1, 1], [0, 1], [1, 0], [1, 1]])
+    model, _ = load_decoder(export)
+    padded, raw = tmp_path / "padded.gguf", tmp_path / "raw.gguf"
+    wide = write_gguf(export, padded, dtype="float32", pad_empty=True, model=model, tokenizer=tokenizer)
+    narrow = write_gguf(export, raw, dtype="float32", pad_empty=True, model=model, tokenizer=tokenizer,
+                        ffn_multiple=1)
+    widths = [layer["ffn"] for layer in narrow["layers"]]
+    assert any(w % 32 for w in widths)  # the pruned widths are uneven...
+    assert [layer["ffn"] for layer in wide["layers"]] == [-(-w // 32) * 32 for w in widths]  # ...and padded
+    pruned = [layer.ffn for layer in decoder_shape(model).layers]  # before the padding (an emptied FFN: 0)
+    assert wide["zero_ffn_neurons"] == sum(wide["layers"][i]["ffn"] - w for i, w in enumerate(pruned)) > 0
+    ids, _ = _prompt_ids(tokenizer, CHECK_PROMPTS[0])
+    assert np.abs(llama_cpp_logits(padded, ids) - llama_cpp_logits(raw, ids)).max() <= 1e-5
+    with pytest.raises(ValueError, match="ffn_multiple=0"):
+        write_gguf(export, tmp_path / "bad.gguf", model=model, tokenizer=tokenizer, ffn_multiple=0)
+
+
 def test_float16_file_is_smaller_and_close(tmp_path):
     _, tokenizer, export = pruned_export(tmp_path, groups=[[1, 1], [0, 1], [0, 0], [1, 0]])
     f32, f16 = tmp_path / "m32.gguf", tmp_path / "m16.gguf"

@@ -5,8 +5,8 @@ smaller Hugging Face model (what a finished run writes to ``<output_dir>/export`
 finished run's) into an ONNX graph checked in ONNX Runtime (``aptune.export.onnx``).
 
 ``aptune export RUN_OR_EXPORT --format gguf --output FILE.gguf [--dtype float32|float16] [--quantize q8_0]
-[--pad-empty]`` turns a LLaMA-family decoder's export into a GGUF file for llama.cpp, checked in llama.cpp
-(``aptune.export.gguf``).
+[--pad-empty] [--ffn-multiple N]`` turns a LLaMA-family decoder's export into a GGUF file for llama.cpp, checked
+in llama.cpp (``aptune.export.gguf``).
 
 A run stopped early (killed, out of time) leaves its checkpoints; this turns one of them into the same kind
 of export. CHECKPOINT is a checkpoint folder (``runs/x/checkpoints/step-0000400``) or a run folder (its
@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pad-empty", action="store_true",
                         help="--format gguf: write blocks llama.cpp cannot run empty (layer 0's attention, an FFN "
                              "after live attention) as zero blocks of the smallest size it runs: same outputs")
+    parser.add_argument("--ffn-multiple", type=int,
+                        help="--format gguf: FFN widths padded with zero neurons to a multiple of this (default 32, "
+                             "what llama.cpp's q8_0/q4_0 blocks need; 1: as they are): same outputs")
 
 
 def find_checkpoint(path: Path) -> Path:
@@ -110,9 +113,13 @@ def run_gguf(args: argparse.Namespace) -> int:
     source = find_export(args.checkpoint)
     model, tokenizer = load_decoder(source)
     dtype = args.dtype or "float16"
-    report = write_gguf(source, args.output, dtype=dtype, pad_empty=args.pad_empty, model=model, tokenizer=tokenizer)
+    multiple = 32 if args.ffn_multiple is None else args.ffn_multiple
+    report = write_gguf(source, args.output, dtype=dtype, pad_empty=args.pad_empty, model=model, tokenizer=tokenizer,
+                        ffn_multiple=multiple)
     for problem in report["padded"]:
         print(f"padded with zero weights: {problem}")
+    if report["zero_ffn_neurons"]:
+        print(f"FFN widths padded to multiples of {multiple}: {report['zero_ffn_neurons']} zero neurons")
     # float32 must match to the logit; float16 rounds every weight, so its difference is reported, not judged
     check = check_gguf(args.output, model, tokenizer, tolerance=TOLERANCE if dtype == "float32" else None)
     print(f"exported {source} to {args.output} ({dtype}): llama.cpp vs transformers, prompt tokens "
@@ -129,8 +136,8 @@ def run_gguf(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.format == "gguf":
         return run_gguf(args)
-    if args.dtype or args.pad_empty:
-        raise ValueError("--dtype and --pad-empty apply to --format gguf")
+    if args.dtype or args.pad_empty or args.ffn_multiple is not None:
+        raise ValueError("--dtype, --pad-empty and --ffn-multiple apply to --format gguf")
     if args.format == "onnx" or args.quantize:
         return run_onnx(args)
     from aptune.config import load_config
