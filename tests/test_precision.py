@@ -179,6 +179,8 @@ def test_chunked_lm_loss_is_transformers_loss_and_gradient():
     reference = ForCausalLMLoss(logits.float().double(), labels, vocab_size=11)
     (grad_reference,) = torch.autograd.grad(reference, logits)
     assert torch.allclose(ours, reference, rtol=1e-6) and torch.allclose(grad_ours, grad_reference, atol=1e-6)
+    summed = causal_lm_loss(logits, labels, num_items_in_batch=5)  # gradient accumulation: sum / items
+    assert torch.allclose(summed, ForCausalLMLoss(logits.double(), labels, vocab_size=11, num_items_in_batch=5))
     nothing = torch.full_like(labels, -100)
     assert causal_lm_loss(logits, nothing).item() == 0.0
 

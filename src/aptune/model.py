@@ -169,7 +169,7 @@ class APTModel(nn.Module):
         # a low-precision causal LM: the loss keeps the logits in their dtype, not a float32 copy of them all
         with self.autocast():
             out = self.model(*args, **{k: v for k, v in kwargs.items() if k != "labels"})
-        out["loss"] = causal_lm_loss(out.logits, labels)
+        out["loss"] = causal_lm_loss(out.logits, labels, num_items_in_batch=kwargs.get("num_items_in_batch"))
         return out
 
     @property

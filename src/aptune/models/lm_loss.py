@@ -15,12 +15,17 @@ import torch.nn.functional as F
 IGNORE = -100
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, chunk_tokens: int = 1024) -> torch.Tensor:
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, chunk_tokens: int = 1024,
+                   num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of ``logits`` (batch, seq, vocab) predicting ``labels`` (batch, seq) one position
-    ahead, over the positions whose label is not -100 (0 when there are none)."""
+    ahead, over the positions whose label is not -100 (0 when there are none); with ``num_items_in_batch`` (what
+    ``transformers.Trainer`` passes under gradient accumulation) the sum divided by it instead, as transformers
+    does."""
     # the labels shifted left, so that no copy of the logits is needed; the last position predicts nothing
     targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE).reshape(-1).to(logits.device)
     total = _ChunkedCrossEntropy.apply(logits.reshape(-1, logits.shape[-1]), targets, chunk_tokens)
+    if num_items_in_batch is not None:
+        return total / num_items_in_batch
     return total / (targets != IGNORE).sum().clamp(min=1)
 
 
