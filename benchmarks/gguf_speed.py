@@ -24,23 +24,25 @@ import numpy as np
 import torch
 
 from aptune.commands.export import export_or_dense
-from aptune.export.gguf import last_logits, load_decoder, load_llama_cpp, quantize_gguf, write_gguf
+from aptune.export.gguf import (FFN_MULTIPLE, decoder_shape, last_logits, load_decoder, load_llama_cpp, padded,
+                                quantize_gguf, write_gguf)
 from aptune.provenance import meta_info
 
 
 def gguf_files(name: str, export: Path, scratch: Path, types: list[str], multiples: list[int]) -> dict:
     """``{label: (path, type, params)}`` of one model: per FFN-width multiple, the float16 file and each other
-    type quantised from it (a multiple that pads nothing more than the first one is skipped)."""
+    type quantised from it (a multiple that gives the same shape as an earlier one is skipped)."""
     model, tokenizer = load_decoder(export)
     params = sum(p.numel() for p in model.parameters())
-    files, padded_before = {}, None
+    files, shapes = {}, set()
     for multiple in multiples:
-        f16 = scratch / f"{name}.ffn{multiple}.float16.gguf"
-        padding = write_gguf(export, f16, dtype="float16", pad_empty=True, model=model, tokenizer=tokenizer,
-                             ffn_multiple=multiple)["layers"]
-        if padding == padded_before:
+        shape = padded(decoder_shape(model), pad_empty=True, ffn_multiple=multiple)
+        if shape in shapes:  # this multiple pads nothing that an earlier one did not: the same file
             continue
-        padded_before = padding
+        shapes.add(shape)
+        f16 = scratch / f"{name}.ffn{multiple}.float16.gguf"
+        write_gguf(export, f16, dtype="float16", pad_empty=True, model=model, tokenizer=tokenizer,
+                   ffn_multiple=multiple)
         tag = f" / ffn%{multiple}" if len(multiples) > 1 else ""
         if "float16" in types:
             files[f"{name} / float16{tag}"] = (f16, "float16", params)
@@ -76,7 +78,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--ffn-multiples", default="32",
+    parser.add_argument("--ffn-multiples", default=str(FFN_MULTIPLE),
                         help="FFN widths padded with zero neurons to each of these multiples, comma-separated "
                              "(32: the export's default; 1: as pruned)")
     parser.add_argument("--json", type=Path)
@@ -86,10 +88,10 @@ def main() -> None:
     types = args.types.split(",")
     with tempfile.TemporaryDirectory() as scratch:
         runners = {}
+        multiples = [int(m) for m in args.ffn_multiples.split(",")]
         for pair in args.models:
             name, _, source = pair.partition("=")
             export = export_or_dense(source, Path(scratch), "causal-lm")
-            multiples = [int(m) for m in args.ffn_multiples.split(",")]
             for label, (path, kind, params) in gguf_files(name, export, Path(scratch), types, multiples).items():
                 llm = load_llama_cpp(path, threads=args.threads, float32_cache=False, all_logits=False)
                 runners[label] = (llm, params, kind, path.stat().st_size)

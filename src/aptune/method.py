@@ -268,11 +268,15 @@ class APT:
             return True
         return k == self.schedule.num_prunings and self.distill_end == self.last_pruning_step
 
+    def _surgery(self, optimizer) -> OptimizerSurgery:
+        """Carry (or reset) ``optimizer``'s state across a change of the trainable tensors' shapes."""
+        mode = "reset" if self.config.optimizer_reset else "carry"
+        return OptimizerSurgery(optimizer, self.model, *([self.transform] if self.transform else []), mode=mode)
+
     def _cut_after_distillation(self, optimizer) -> PruningEvent:
         """Distillation through recovery is over: the masked blocks leave the tensors (the masks are already
         binary since the last pruning step, so the model's function does not change)."""
-        mode = "reset" if self.config.optimizer_reset else "carry"
-        with OptimizerSurgery(optimizer, self.model, *([self.transform] if self.transform else []), mode=mode):
+        with self._surgery(optimizer):
             self.model.prune()
             if self.transform is not None:
                 self.transform.sync()
@@ -285,9 +289,8 @@ class APT:
 
     def _pruning_step(self, optimizer) -> PruningEvent:
         k = self.schedule.steps.index(self.step) + 1
-        mode = "reset" if self.config.optimizer_reset else "carry"
         removed = _removed_since(self._kept_before, self.model.state.kept_sizes())
-        with OptimizerSurgery(optimizer, self.model, *([self.transform] if self.transform else []), mode=mode):
+        with self._surgery(optimizer):
             if self._cut_now(k):
                 self.model.prune()
             if self.transform is not None:

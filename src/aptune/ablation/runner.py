@@ -40,8 +40,8 @@ import yaml
 
 from aptune.ablation.metrics import HEADLINE_FRACTION, best_score, time_to_score
 from aptune.ablation.plan import Plan, RunSpec
-from aptune.provenance import meta_info
 from aptune.config import load_config, override_config
+from aptune.provenance import meta_info
 
 SCHEMA_VERSION = 1
 _METRIC_ABBREV = {"accuracy": "acc", "pearson": "pearson", "spearman": "spearman", "f1": "f1", "mcc": "mcc"}

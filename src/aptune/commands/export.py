@@ -103,7 +103,7 @@ def run_onnx(args: argparse.Namespace) -> int:
 
 
 def run_gguf(args: argparse.Namespace) -> int:
-    from aptune.export.gguf import TOLERANCE, check_gguf, load_decoder, quantize_gguf, write_gguf
+    from aptune.export.gguf import FFN_MULTIPLE, TOLERANCE, check_gguf, load_decoder, quantize_gguf, write_gguf
 
     if args.quantize not in (None,) + GGUF_QUANTIZATIONS:
         raise ValueError(f"--quantize {args.quantize} is ONNX's (--format onnx); GGUF takes "
@@ -113,7 +113,7 @@ def run_gguf(args: argparse.Namespace) -> int:
     source = find_export(args.checkpoint)
     model, tokenizer = load_decoder(source)
     dtype = args.dtype or "float16"
-    multiple = 32 if args.ffn_multiple is None else args.ffn_multiple
+    multiple = FFN_MULTIPLE if args.ffn_multiple is None else args.ffn_multiple
     report = write_gguf(source, args.output, dtype=dtype, pad_empty=args.pad_empty, model=model, tokenizer=tokenizer,
                         ffn_multiple=multiple)
     for problem in report["padded"]:

@@ -52,6 +52,7 @@ TOLERANCE = 1e-3
 CHECK_PROMPTS = ["What is the capital of France?", "Give three tips for staying healthy.",
                  "What is 12 plus 30?", "Write a short sentence about the sea."]
 CHECK_NEW_TOKENS = 32
+FFN_MULTIPLE = 32  # FFN widths are padded to this: llama.cpp's q8_0/q4_0 blocks hold 32 values of a row
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,7 @@ def load_decoder(export_dir: str | Path):
 
 
 def write_gguf(export_dir: str | Path, path: str | Path, dtype: str = "float16", pad_empty: bool = False,
-               model=None, tokenizer=None, ffn_multiple: int = 32) -> dict:
+               model=None, tokenizer=None, ffn_multiple: int = FFN_MULTIPLE) -> dict:
     """Write the LLaMA-family export in ``export_dir`` as the GGUF file ``path``; returns its shape and what was
     padded. Refuses (before writing) a shape llama.cpp cannot run unless ``pad_empty``; FFN widths are padded
     with zero neurons to a multiple of ``ffn_multiple`` (1: as they are)."""
