@@ -17,6 +17,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from aptune.distill.recovery import TEACHERS, RecoveryConfig
 from aptune.distill.self_distill import DistillConfig
 from aptune.model import ADAPTER_ROLES
 from aptune.models.loading import DTYPES, HEADS
@@ -119,12 +120,14 @@ class APTConfig:
         distill: self-distillation.
         optimizer_reset: drop every AdamW moment at a shape change (the paper) instead of carrying the
             survivors' over (aptune's default).
+        recover: distillation from the unpruned model after a cut before tuning (off by default).
     """
 
     prune: PruneConfig = field(default_factory=PruneConfig)
     rank: RankConfig = field(default_factory=RankConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     optimizer_reset: bool = False
+    recover: RecoveryConfig = field(default_factory=RecoveryConfig)
 
     def validate(self, total_steps: int) -> None:
         """Types and ranges of every value (the keys named as in a run config), and the pruning window
@@ -132,6 +135,7 @@ class APTConfig:
         _check_values(self)
         _check_schedule(total_steps, self.prune)
         _check_distill_window(self.distill, self.prune)
+        _check_recovery(self.recover, self.prune, self.distill)
 
 
 @dataclass
@@ -143,6 +147,7 @@ class RunConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     rank: RankConfig = field(default_factory=RankConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    recover: RecoveryConfig = field(default_factory=RecoveryConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
@@ -155,6 +160,7 @@ class RunConfig:
         _check_values(self)
         _check_schedule(self.train.steps, self.prune)
         _check_distill_window(self.distill, self.prune)
+        _check_recovery(self.recover, self.prune, self.distill)
         if self.train.steps == 0 and self.prune.enabled and not self.prune.before_tuning:
             raise ValueError("train.steps=0 (evaluate and export without tuning) cannot prune on a schedule: set "
                              "prune.enabled=false, or prune.before_tuning=true for one cut before any tuning")
@@ -168,7 +174,7 @@ class RunConfig:
     @property
     def method(self) -> APTConfig:
         """The sections the :class:`aptune.APT` object takes (shared, not copied)."""
-        return APTConfig(self.prune, self.rank, self.distill, self.train.optimizer_reset)
+        return APTConfig(self.prune, self.rank, self.distill, self.train.optimizer_reset, self.recover)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -243,6 +249,9 @@ _RULES: dict[str, _Rule] = {
     "distill.max_mu": _IN_0_1_CLOSED,
     "distill.teacher": _one_of(("best", "live")),
     "distill.end_fraction": _IN_0_1_OPEN_CLOSED,
+    "recover.teacher": _one_of(TEACHERS),
+    "recover.weight": _IN_0_1_CLOSED,
+    "recover.temperature": _POSITIVE,
     "train.steps": _AT_LEAST_0,
     "train.batch_size": _AT_LEAST_1,
     "train.lr": _POSITIVE,
@@ -346,6 +355,19 @@ def _check_schedule(steps: int, prune: "PruneConfig") -> None:
         raise ValueError(f"prune.num_steps={count} pruning steps do not fit in the pruning window ({start}, {end}] "
                          f"(prune.start_step={start}, {where}), which holds {end - start} steps; set "
                          f"prune.num_steps to at most {end - start}, or widen the window")
+
+
+def _check_recovery(recover: RecoveryConfig, prune: "PruneConfig", distill: DistillConfig) -> None:
+    """Distillation from the unpruned model needs a cut before tuning, and replaces self-distillation."""
+    if not recover.enabled:
+        return
+    if not (prune.enabled and prune.before_tuning):
+        raise ValueError(f"recover.teacher={recover.teacher} distils from the model as it was before a cut before "
+                         "tuning: set prune.enabled=true and prune.before_tuning=true (pruning on a schedule has "
+                         "self-distillation, distill.enabled, instead)")
+    if distill.enabled:
+        raise ValueError(f"recover.teacher={recover.teacher} and self-distillation (distill.enabled=true) both add a "
+                         "distillation loss; set distill.enabled=false, or recover.teacher=none")
 
 
 def _check_distill_window(distill: DistillConfig, prune: "PruneConfig") -> None:

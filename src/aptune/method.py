@@ -2,7 +2,7 @@
 
 The object owns every decision of the method (docs/method.md §G): the salience scorer and adapter
 importance, the pruning schedule and keep-set search, the soft masks, the pruning steps, rank growth, the
-optimizer surgery that follows a shape change, and the self-distillation loss. The loop keeps what is
+optimizer surgery that follows a shape change, and the distillation losses. The loop keeps what is
 the loop's: data, optimizer, LR schedule, gradient clipping, evaluation, checkpoints::
 
     model = APTModel.from_pretrained("minilm", num_labels=2)
@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from aptune.config import APTConfig
+from aptune.distill.recovery import recovery_loss, teacher_logits
 from aptune.distill.schedule import DistillSchedule
 from aptune.distill.self_distill import LayerTransform, distill_loss, mixed_loss, snapshot_teacher, teacher_mode
 from aptune.model import APTModel
@@ -133,6 +134,8 @@ class APT:
         self.importance = AdapterImportance().attach(model)
         d = self.config.distill
         self.transform = LayerTransform(model, rank=d.transform_rank) if d.enabled else None
+        # recover.teacher=dense: the model as received, merged and frozen, before the cut (docs/method.md §F2)
+        self.recovery_teacher = model.merged_model() if self.config.recover.enabled else None
         self.generator = torch.Generator().manual_seed(seed)
         self._kept_before = model.state.kept_sizes()  # what the previous pruning step left
 
@@ -191,22 +194,35 @@ class APT:
 
     # ------------------------------------------------------------------------------- the step calls
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> APTLoss:
-        """The loss to minimise for ``batch``: the model's own loss, or μ·distillation + (1−μ)·CE."""
+        """The loss to minimise for ``batch``: the model's own loss, or μ·distillation + (1−μ)·CE (from the
+        model itself while pruning, or from the unpruned model after a cut before tuning)."""
+        if self.recovery_teacher is not None:
+            return self._recovery_loss(batch)
         mu = self.mu()
         if mu > 0:
             d = self.config.distill
             with torch.no_grad(), teacher_mode(self.model, masks=d.teacher_masks and not d.dense_teacher):
                 teacher_out = self.model(**batch, output_hidden_states=True)
         student_out = self.model(**batch, output_hidden_states=mu > 0)
-        if student_out.loss is None:
-            raise ValueError(f"the model returned no loss for a batch with keys {sorted(batch)}: a training batch needs "
-                             "`labels` (class ids, scores, or token ids with -100 where no loss is taken)")
-        loss, parts = student_out.loss, {}
+        loss, parts = _task_loss(student_out, batch), {}
         if mu > 0:
             dloss, parts = distill_loss(student_out, teacher_out, self.model, self.config.distill, self.transform,
                                         self.generator, attention_mask=batch.get("attention_mask"))
             loss = mixed_loss(loss, dloss, mu)
         return APTLoss(loss, student_out, mu, parts)
+
+    def _recovery_loss(self, batch: dict[str, torch.Tensor]) -> APTLoss:
+        """w·KL(unpruned teacher ‖ student) + (1−w)·CE on the label positions (docs/method.md §F2)."""
+        r = self.config.recover
+        device = next(iter(batch.values())).device
+        if next(self.recovery_teacher.parameters()).device != device:  # the loop moved the model after APT(...)
+            self.recovery_teacher.to(device)
+        target = teacher_logits(self.recovery_teacher, batch)
+        student_out = self.model(**batch)
+        ce = _task_loss(student_out, batch)
+        kd = recovery_loss(student_out.logits, target, batch.get("labels"), r, self.model.is_causal_lm)
+        loss = mixed_loss(ce, kd, r.weight)
+        return APTLoss(loss, student_out, r.weight, {"kd": float(kd.detach()), "ce": float(ce.detach())})
 
     def after_backward(self) -> None:
         """Fold this step's observations into the block salience and the adapter importance.
@@ -366,6 +382,14 @@ class APT:
             with torch.no_grad():
                 for name, tensor in self.transform.state_dict().items():
                     tensor.copy_(saved[name])
+
+
+def _task_loss(outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's own loss for ``batch``; a clear error when the batch has no labels to take it from."""
+    if outputs.loss is None:
+        raise ValueError(f"the model returned no loss for a batch with keys {sorted(batch)}: a training batch needs "
+                         "`labels` (class ids, scores, or token ids with -100 where no loss is taken)")
+    return outputs.loss
 
 
 def _removed_since(before: dict, now: dict) -> dict[str, int]:

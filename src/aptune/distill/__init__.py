@@ -1,5 +1,7 @@
-"""Self-distillation: teacher mode over the shared backbone, layer mapping and the loss helpers."""
+"""Self-distillation (teacher mode over the shared backbone, layer mapping, the loss helpers) and distillation
+from the unpruned model while a model cut before tuning recovers."""
 
+from aptune.distill.recovery import RecoveryConfig, recovery_loss, teacher_logits
 from aptune.distill.schedule import DistillSchedule, mu_at
 from aptune.distill.self_distill import (
     DistillConfig,
@@ -21,6 +23,7 @@ __all__ = [
     "DistillConfig",
     "DistillSchedule",
     "LayerTransform",
+    "RecoveryConfig",
     "distill_loss",
     "layer_loss",
     "layer_stacks",
@@ -29,8 +32,10 @@ __all__ = [
     "mu_at",
     "mixed_loss",
     "prediction_loss",
+    "recovery_loss",
     "sample_teacher_layers",
     "snapshot_teacher",
     "surviving_layers",
+    "teacher_logits",
     "teacher_mode",
 ]
