@@ -116,3 +116,19 @@ def test_tiny_instruction_run_distils_from_the_dense_model(tmp_path):
     assert steps and all(e["mu"] == 0.5 and e["kd"] >= 0 for e in steps)
     assert all(e["loss"] == pytest.approx(0.5 * e["kd"] + 0.5 * e["ce"], rel=1e-4) for e in steps)
     assert 0.6 < summary["density"] <= 0.7
+
+
+def test_plan_counts_the_unpruned_teacher_as_the_method_builds_it():
+    from aptune.bench.planner import PlanSettings, build_on_meta, describe, plan
+
+    model, apt = _method()
+    config = model.model.config
+    meta = build_on_meta(config, "causal-lm")
+    arch = describe(meta, "causal-lm")
+    settings = dict(density=0.7, batch_size=2, seq_len=16, distill=False)
+    without = plan(meta, arch, PlanSettings(**settings))
+    with_teacher = plan(meta, arch, PlanSettings(**settings, recover_teacher=True))
+    teacher_weights = sum(p.numel() * p.element_size() for p in apt.recovery_teacher.parameters())
+    logits = 2 * 16 * (4 + 3 * 4) * config.vocab_size  # teacher logits + the KL's float32 log-probabilities
+    for a, b in zip(without["phases"], with_teacher["phases"]):
+        assert b.teacher - a.teacher == teacher_weights + logits

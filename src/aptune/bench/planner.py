@@ -50,6 +50,7 @@ class PlanSettings:
     distill: bool = True  # distill.enabled
     distill_blocks: int = 4  # distill.num_blocks
     transform_rank: int = 8  # distill.transform_rank
+    recover_teacher: bool = False  # recover.teacher=dense (after prune.before_tuning; excludes distill)
     gradient_checkpointing: bool = False  # train.gradient_checkpointing
     device: str = "cpu"  # cpu | cuda: which attention kernel and dropout masks to expect
 
@@ -248,6 +249,8 @@ def plan(apt: APTModel, arch: Architecture, settings: PlanSettings) -> dict:
             kept_for_backward, recomputed = sum(per_token["layers"]) + per_token["model"], 0.0
         trainable = adapters + arch.head_params
         teacher = _teacher_bytes(arch, settings, adapters, tokens) if distill else 0
+        if settings.recover_teacher:
+            teacher += _recovery_teacher_bytes(arch, settings, tokens)
         return PhaseMemory(name, params, int(weights), 4 * adapters, 4 * arch.head_params, 4 * trainable,
                            8 * trainable, int(tokens * kept_for_backward), int(tokens * recomputed), int(teacher))
 
@@ -274,6 +277,15 @@ def _teacher_bytes(arch: Architecture, settings: PlanSettings, adapters: int, to
     if arch.head == "causal-lm":
         per_token += 2 * 4 * arch.vocab
     return 4 * adapters + transform + tokens * per_token
+
+
+def _recovery_teacher_bytes(arch: Architecture, settings: PlanSettings, tokens: int) -> float:
+    """Distillation from the unpruned model (docs/method.md §F2): its merged weights, held for the whole run,
+    and, for token logits, the teacher's logits in the base dtype with the KL's float32 log-probabilities of
+    both sides and the teacher's probabilities. Not checked against the measure, which counts the trained model's
+    tensors only."""
+    per_token = (BYTES[settings.dtype] + 3 * 4) * arch.vocab if arch.head == "causal-lm" else 0
+    return arch.total_params * BYTES[settings.dtype] + tokens * per_token
 
 
 def _inference_bytes(arch: Architecture, settings: PlanSettings, kept: dict | None, params: int) -> dict:

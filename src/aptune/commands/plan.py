@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank", type=int, default=8, help="adapter.rank")
     parser.add_argument("--budget-ratio", type=float, default=4.0, help="rank.budget_ratio")
     parser.add_argument("--no-distill", action="store_true", help="distill.enabled=false")
+    parser.add_argument("--recover-teacher", action="store_true",
+                        help="recover.teacher=dense: distil from the unpruned model after a cut before tuning (implies --no-distill)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="which attention kernel and dropout masks to expect (default cpu)")
@@ -68,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     plans = []
     for dtype in args.dtype or ["float32", "bfloat16"]:
         settings = PlanSettings(density=args.density, batch_size=args.batch_size, seq_len=args.seq_len, dtype=dtype,
-                                rank=args.rank, budget_ratio=args.budget_ratio, distill=not args.no_distill,
+                                rank=args.rank, budget_ratio=args.budget_ratio, distill=not (args.no_distill or args.recover_teacher),
+                                recover_teacher=args.recover_teacher,
                                 gradient_checkpointing=args.gradient_checkpointing, device=args.device)
         plans.append(plan(apt, arch, settings))
     print(render(args.model, plans))
@@ -117,7 +120,8 @@ def render(model: str, plans: list[dict]) -> str:
              f"{first['params_pruned'] / 1e6:,.1f}M (all parameters {first['total_params_dense'] / 1e6:,.1f}M -> "
              f"{first['total_params_pruned'] / 1e6:,.1f}M); blocks cut evenly across layers",
              f"batch {s.batch_size} x {s.seq_len} tokens, device {s.device}, gradient checkpointing "
-             f"{'on' if s.gradient_checkpointing else 'off'}, self-distillation {'on' if s.distill else 'off'}", ""]
+             f"{'on' if s.gradient_checkpointing else 'off'}, self-distillation {'on' if s.distill else 'off'}"
+             + (", distillation from the unpruned model (recover.teacher=dense)" if s.recover_teacher else ""), ""]
     for p in plans:
         lines += _phase_table(p) + [""]
     return "\n".join(lines).rstrip()
@@ -127,7 +131,7 @@ def _phase_table(p: dict) -> list[str]:
     phases = p["phases"]
     rows = [("frozen weights", "frozen_weights"), ("adapters (float32)", "adapters"), ("task head (float32)", "head"),
             ("gradients", "gradients"), ("optimizer (AdamW)", "optimizer"), ("activations kept for backward", "activations"), ("recomputed layer (checkpointing)", "recomputed"),
-            ("teacher (distillation)", "teacher")]
+            ("teacher (distillation)", "teacher")]  # recover.teacher=dense: the unpruned model's weights and logits
     unit, scale = ("GiB", 1024 ** 3) if p["peak"].total >= 1024 ** 3 else ("MiB", 1024 ** 2)
 
     def size(n: float) -> str:
