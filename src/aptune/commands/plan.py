@@ -131,7 +131,7 @@ def _phase_table(p: dict) -> list[str]:
     phases = p["phases"]
     rows = [("frozen weights", "frozen_weights"), ("adapters (float32)", "adapters"), ("task head (float32)", "head"),
             ("gradients", "gradients"), ("optimizer (AdamW)", "optimizer"), ("activations kept for backward", "activations"), ("recomputed layer (checkpointing)", "recomputed"),
-            ("teacher (distillation)", "teacher")]  # recover.teacher=dense: the unpruned model's weights and logits
+            ("teacher (distillation)", "teacher")]
     unit, scale = ("GiB", 1024 ** 3) if p["peak"].total >= 1024 ** 3 else ("MiB", 1024 ** 2)
 
     def size(n: float) -> str:

@@ -2,8 +2,9 @@
 
 The paper's large-model setting cuts once, before any tuning, and then tunes the cut model on the task loss
 alone. At small scale the cut costs a lot (SmolLM2-135M at 70%: held-out loss 2.82 against 1.72 untuned) and
-the task data is small (899 instructions), so the model the cut came from is the better target: its full
-next-token distribution at every answer token carries far more than the one label.
+the task data is small (899 instructions), so the model the cut came from offers a richer target: its full
+next-token distribution at every answer token, not only the one label. Whether that pays is measured in the
+README ("Recovery at small scale"): with adapters on q and v only, it did not by step 100.
 
     L = w·L_kd + (1−w)·L_CE,      L_kd = τ²·KL(softmax(z_t/τ) ‖ softmax(z_s/τ))   on the label positions
 
