@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from aptune.distill.self_distill import prediction_loss
+from aptune.models.lm_loss import IGNORE, next_token_targets
 
 TEACHERS = ("none", "dense")
 
@@ -48,11 +49,7 @@ def label_positions(labels: torch.Tensor, causal: bool) -> torch.Tensor | None:
     the token at t+1); None (every row) for a classifier's labels."""
     if labels is None or labels.dim() < 2:
         return None
-    if not causal:
-        return labels != -100
-    mask = torch.zeros_like(labels, dtype=torch.bool)
-    mask[:, :-1] = labels[:, 1:] != -100
-    return mask
+    return (next_token_targets(labels) if causal else labels) != IGNORE
 
 
 def teacher_logits(teacher: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

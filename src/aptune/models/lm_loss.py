@@ -15,14 +15,19 @@ import torch.nn.functional as F
 IGNORE = -100
 
 
+def next_token_targets(labels: torch.Tensor) -> torch.Tensor:
+    """What a causal LM's logits at each position predict: the labels shifted left (no copy of the logits is
+    needed), -100 at the last position, which predicts nothing."""
+    return F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+
+
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, chunk_tokens: int = 1024,
                    num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of ``logits`` (batch, seq, vocab) predicting ``labels`` (batch, seq) one position
     ahead, over the positions whose label is not -100 (0 when there are none); with ``num_items_in_batch`` (what
     ``transformers.Trainer`` passes under gradient accumulation) the sum divided by it instead, as transformers
     does."""
-    # the labels shifted left, so that no copy of the logits is needed; the last position predicts nothing
-    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE).reshape(-1).to(logits.device)
+    targets = next_token_targets(labels).reshape(-1).to(logits.device)
     total = _ChunkedCrossEntropy.apply(logits.reshape(-1, logits.shape[-1]), targets, chunk_tokens)
     if num_items_in_batch is not None:
         return total / num_items_in_batch
