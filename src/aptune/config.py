@@ -74,6 +74,7 @@ class PruneConfig:
     warmup_fraction: float = 0.1  # density plateau after start, as a fraction of training
     mask_lr: float = 0.01  # soft mask step per training step
     round_to: int = 1  # round kept FFN / hidden sizes down to a multiple of this (faster matmuls)
+    layer_floor: float = 0.0  # every layer keeps at least this fraction of its KV groups and FFN neurons; 0: none
     before_tuning: bool = False  # one-shot pruning from calibration batches before any tuning
     calibration_batches: int = 16
 
@@ -236,6 +237,7 @@ _RULES: dict[str, _Rule] = {
     "prune.warmup_fraction": _IN_0_1_CLOSED_OPEN,
     "prune.mask_lr": _IN_0_1_OPEN_CLOSED,
     "prune.round_to": _AT_LEAST_1,
+    "prune.layer_floor": _IN_0_1_CLOSED_OPEN,
     "prune.calibration_batches": _AT_LEAST_1,
     "rank.strategy": _one_of(("salience", "uniform", "none")),
     "rank.budget_ratio": _AT_LEAST_1,

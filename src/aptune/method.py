@@ -37,7 +37,7 @@ from aptune.distill.schedule import DistillSchedule
 from aptune.distill.self_distill import LayerTransform, distill_loss, mixed_loss, snapshot_teacher, teacher_mode
 from aptune.model import APTModel
 from aptune.salience import AdapterImportance, build_scorer
-from aptune.search import search_keep_set
+from aptune.search import KeepSet, layer_floor, search_keep_set
 from aptune.search.schedule import PruningSchedule, update_soft_masks
 from aptune.tuning.budget import RankBudget
 from aptune.tuning.optim_surgery import OptimizerSurgery
@@ -267,10 +267,15 @@ class APT:
         if action is None:
             return
         k = self.schedule.pruning_index(self.step + 1)
-        keep = search_keep_set(self.scorer.scores(), self.model.state, self.model.counter,
-                               int(self.schedule.density_for(k) * self.model.original_params),
-                               round_to=self.config.prune.round_to)
+        keep = self._keep_set(self.schedule.density_for(k))
         update_soft_masks(self.model.state, keep, self.schedule.alpha, binary=action == "binary")
+
+    def _keep_set(self, density: float) -> KeepSet:
+        """The most salient blocks within ``density`` of the original parameters (and the layer floor)."""
+        p, scores = self.config.prune, self.scorer.scores()
+        protect = layer_floor(scores, self.model.state, p.layer_floor) if p.layer_floor > 0 else None
+        return search_keep_set(scores, self.model.state, self.model.counter, int(density * self.model.original_params),
+                               protect=protect, round_to=p.round_to)
 
     def _cut_deferred(self) -> bool:
         """A dense teacher keeps every block in the tensors until distillation ends."""
@@ -342,8 +347,7 @@ class APT:
             self.scorer.update()
             _sync_scores(self.scorer)
         self.model.zero_grad(set_to_none=True)
-        keep = search_keep_set(self.scorer.scores(), self.model.state, self.model.counter,
-                               int(p.density * self.model.original_params), round_to=p.round_to)
+        keep = self._keep_set(p.density)
         self.model.state.set_masks(heads=keep.heads, ffn=keep.ffn, hidden=keep.hidden)
         removed = self.model.prune()
         self.scorer.reindex()

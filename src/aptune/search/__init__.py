@@ -1,6 +1,6 @@
 """How much to prune and when: the budgeted keep-set search and the schedules."""
 
-from aptune.search.budget import Block, EmptyKeepSetError, KeepSet, blocks_of, search_keep_set
+from aptune.search.budget import Block, EmptyKeepSetError, KeepSet, blocks_of, layer_floor, search_keep_set
 from aptune.search.schedule import (
     PruningSchedule,
     cubic_density,
@@ -14,6 +14,7 @@ __all__ = [
     "KeepSet",
     "PruningSchedule",
     "blocks_of",
+    "layer_floor",
     "cubic_density",
     "pruning_steps",
     "search_keep_set",

@@ -8,6 +8,7 @@ exact: the chosen set fits and adding the next block would not. Pure tensor code
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -82,7 +83,8 @@ def search_keep_set(
         state: the model's structure state (current shapes).
         counter: the closed-form parameter counter.
         budget: parameters allowed (e.g. density × the original count).
-        protect: blocks always kept, e.g. {"heads/<site>": [0]} (they are ranked first).
+        protect: blocks always kept, e.g. {"heads/<site>": [0]} (they are ranked first; see :func:`layer_floor`):
+            the other blocks, hidden dimensions included, share what is left of the budget.
         round_to: round every FFN site's and the hidden size's kept count *down* to a multiple of this
             (dropping their least dense blocks): matmuls with aligned sizes run markedly faster, at the cost of
             ending slightly under the budget. 1 = exact search.
@@ -104,6 +106,23 @@ def search_keep_set(
                  "hidden": int(hidden.sum())}
         return KeepSet(heads, ffn, hidden, counter.count_sizes(sizes), budget)
     return KeepSet(heads, ffn, hidden, ranking.params(counter, length), budget)
+
+
+def layer_floor(scores, state: StructureState, fraction: float) -> dict[str, list[int]]:
+    """Blocks to protect so that no layer is cut below ``fraction`` of its pretrained width: the most salient
+    ceil(fraction x original count) KV groups and FFN neurons of every site (all it still has, if fewer), as
+    ``protect`` for :func:`search_keep_set`. The hidden size has no floor: a high floor is paid for by the
+    other blocks, hidden dimensions among them."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"a layer floor is a fraction in [0, 1); got {fraction}")
+    protect = {}
+    for kind in ("heads", "ffn"):
+        for name, mask in getattr(state, kind).items():
+            wanted = min(math.ceil(fraction * state.original_sizes[kind][name]), len(mask))
+            if wanted > 0:
+                score = torch.as_tensor(scores[kind][name], dtype=torch.float64).flatten()
+                protect[f"{kind}/{name}"] = torch.argsort(score, descending=True, stable=True)[:wanted].tolist()
+    return protect
 
 
 @dataclass

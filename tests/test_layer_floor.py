@@ -1,0 +1,98 @@
+"""A layer floor (``prune.layer_floor``): every layer keeps at least that fraction of its KV groups and FFN
+neurons, the most salient ones, within the same budget, through a cut before tuning too; the config checks its
+range."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_inputs, tiny_llama
+from helpers import tiny_llama_dir
+from test_train_instruct import TINY
+
+from aptune import APT, APTModel
+from aptune.config import APTConfig, PruneConfig, load_config
+from aptune.distill.self_distill import DistillConfig
+from aptune.search import layer_floor, search_keep_set
+from aptune.train import train
+
+
+def _scores_starving_one_layer(apt: APTModel) -> dict:
+    """Random salience, except that layer 0's FFN neurons and groups are all far less salient than the rest."""
+    g = torch.Generator().manual_seed(0)
+    scores = {"heads": {n: torch.rand(len(m), generator=g) for n, m in apt.state.heads.items()},
+              "ffn": {n: torch.rand(len(m), generator=g) for n, m in apt.state.ffn.items()},
+              "hidden": torch.rand(len(apt.state.hidden), generator=g) + 10.0}
+    first_heads, first_ffn = next(iter(scores["heads"])), next(iter(scores["ffn"]))
+    scores["heads"][first_heads] *= 1e-6
+    scores["ffn"][first_ffn] *= 1e-6
+    return scores
+
+
+def test_the_floor_keeps_the_most_salient_share_of_every_layer_within_the_budget():
+    apt = APTModel(tiny_llama())
+    scores = _scores_starving_one_layer(apt)
+    budget = int(0.6 * apt.original_params)
+    plain = search_keep_set(scores, apt.state, apt.counter, budget)
+    first_ffn = next(iter(apt.state.ffn))
+    assert plain.ffn[first_ffn].sum() < math.ceil(0.5 * len(apt.state.ffn[first_ffn]))  # the floor has work to do
+
+    floored = search_keep_set(scores, apt.state, apt.counter, budget, protect=layer_floor(scores, apt.state, 0.5))
+    assert floored.params <= budget
+    for kind in ("heads", "ffn"):
+        for name, mask in getattr(floored, kind).items():
+            floor = math.ceil(0.5 * len(mask))
+            assert mask.sum() >= floor, (kind, name)
+            most_salient = torch.argsort(scores[kind][name], descending=True)[:floor]
+            assert bool((mask[most_salient] == 1).all()), (kind, name)
+
+
+def test_a_floor_of_zero_protects_nothing():
+    apt = APTModel(tiny_llama())
+    assert layer_floor(_scores_starving_one_layer(apt), apt.state, 0.0) == {}
+
+
+def test_a_cut_before_tuning_respects_the_floor_and_the_config_checks_its_range():
+    torch.manual_seed(0)
+    model = APTModel(tiny_llama())
+    config = APTConfig(prune=PruneConfig(density=0.6, before_tuning=True, calibration_batches=2, start_step=1,
+                                         num_steps=1, end_fraction=0.5, layer_floor=0.5),
+                       distill=DistillConfig(enabled=False))
+    apt = APT(model, config, total_steps=8)
+    batches = []
+    for seed in (1, 2):
+        batch = tiny_inputs("llama", batch=2, length=7, seed=seed)
+        batches.append({**batch, "labels": batch["input_ids"].clone()})
+    apt.prune_before_tuning(batches)
+    assert apt.density() <= 0.6
+    kept, original = model.state.kept_sizes(), model.state.original_sizes
+    for kind in ("heads", "ffn"):
+        for name, size in kept[kind].items():
+            assert size >= math.ceil(0.5 * original[kind][name]), (kind, name)
+    with pytest.raises(ValueError, match=r"prune.layer_floor must lie in \[0, 1\); got 1.0"):
+        load_config(None, ["prune.layer_floor=1.0"])
+
+
+def test_the_cut_loss_benchmark_matches_a_real_cut_before_tuning(tmp_path):
+    """benchmarks/cut_loss.py applies keep sets as masks to one model; its floor-0 row is the held-out loss of the
+    model ``aptune train`` cuts from the same calibration batches (train.steps=0: evaluated right after the cut)."""
+    base, _ = tiny_llama_dir(tmp_path)
+    overrides = [f"model.name={base}", *TINY, "prune.before_tuning=true", "prune.calibration_batches=3"]
+    spec = importlib.util.spec_from_file_location("cut_loss", Path(__file__).parents[1] / "benchmarks/cut_loss.py")
+    cut_loss = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cut_loss)
+    out = tmp_path / "cut_loss.json"
+    cut_loss.main(["--config", "configs/smollm2/alpaca.yaml", *overrides, "--floors", "0", "0.5", "--calibration",
+                   "3", "--threads", "1", "--json", str(out)])
+    rows = {row["variant"]: row for row in json.loads(out.read_text())["rows"]}
+    floored = rows["calibration 3, floor 0.5"]
+    assert floored["ffn_min"] >= math.ceil(0.5 * 48) and floored["layers_without_heads"] == 0
+
+    summary = train(load_config("configs/smollm2/alpaca.yaml", [*overrides, f"output_dir={tmp_path / 'run'}",
+                                                               "train.steps=0"]))
+    assert rows["calibration 3, floor 0.0"]["eval_loss"] == pytest.approx(summary["final"]["eval_loss"], abs=1e-5)
