@@ -6,7 +6,7 @@ binary masks, which compute exactly what the physically cut model computes (test
 one loaded model serves every variant.
 
     python benchmarks/cut_loss.py --config configs/smollm2/alpaca.yaml model.dtype=float32 \\
-        --floors 0 0.25 0.4 0.5 0.6 --calibration 16 64 --json results/llama/recovery/cut_loss.json
+        --floors 0 0.5 0.6 0.7 --json results/llama/recovery/cut_loss.json
 """
 
 from __future__ import annotations
@@ -52,11 +52,13 @@ def heldout_loss(apt: APT, task) -> float:
     return loss
 
 
-def cut_and_score(apt: APT, task, scores: dict, density: float, floor: float) -> dict:
-    """Held-out loss with the keep set of ``scores`` at ``density`` and ``floor`` applied as masks; masks reset."""
+def cut_and_score(apt: APT, task, scores: dict, prune, floor: float) -> dict:
+    """Held-out loss with the keep set of ``scores`` (``prune``'s density and rounding, ``floor``) applied as
+    masks; the masks are reset afterwards."""
     state = apt.model.state
     protect = layer_floor(scores, state, floor) if floor > 0 else None
-    keep = search_keep_set(scores, state, apt.model.counter, int(density * apt.model.original_params), protect=protect)
+    keep = search_keep_set(scores, state, apt.model.counter, int(prune.density * apt.model.original_params),
+                           protect=protect, round_to=prune.round_to)
     untouched = {"heads": dict(state.heads), "ffn": dict(state.ffn), "hidden": state.hidden}
     state.set_masks(heads=keep.heads, ffn=keep.ffn, hidden=keep.hidden)
     try:
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     for count in counts:
         for floor in args.floors:
             row = {"variant": f"calibration {count}, floor {floor}", "calibration_batches": count, "layer_floor": floor,
-                   **cut_and_score(apt, task, snapshots[count], config.prune.density, floor)}
+                   **cut_and_score(apt, task, snapshots[count], config.prune, floor)}
             rows.append(row)
             print(f"{row['variant']}: held-out loss {row['eval_loss']:.4f} (FFN widths {row['ffn_min']}-"
                   f"{row['ffn_max']}, layers without heads {row['layers_without_heads']})", flush=True)
