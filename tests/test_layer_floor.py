@@ -16,8 +16,10 @@ from helpers import tiny_llama_dir
 from test_train_instruct import TINY
 
 from aptune import APT, APTModel
+from aptune.cli import main
 from aptune.config import APTConfig, PruneConfig, load_config
 from aptune.distill.self_distill import DistillConfig
+from aptune.models import load_model
 from aptune.search import layer_floor, search_keep_set
 from aptune.train import train
 
@@ -96,3 +98,22 @@ def test_the_cut_loss_benchmark_matches_a_real_cut_before_tuning(tmp_path):
     summary = train(load_config("configs/smollm2/alpaca.yaml", [*overrides, f"output_dir={tmp_path / 'run'}",
                                                                "train.steps=0"]))
     assert rows["calibration 3, floor 0.0"]["eval_loss"] == pytest.approx(summary["final"]["eval_loss"], abs=1e-5)
+
+
+def test_aptune_prune_takes_a_layer_floor_and_refuses_one_out_of_range(tmp_path, capsys):
+    model_dir = tmp_path / "tiny"
+    tiny_llama().save_pretrained(model_dir)
+    args = ["prune", "--model", str(model_dir), "--head", "causal-lm", "--density", "0.3", "--round-to", "1",
+            "--repeats", "1", "--batch-size", "2", "--seq-len", "8"]
+    assert main([*args, "--layer-floor", "1.0", "--output", str(tmp_path / "refused")]) == 2
+    assert "--layer-floor must lie in [0, 1) (a fraction of each layer's blocks); got 1.0" in capsys.readouterr().err
+
+    def widths(floor: str) -> list[tuple[int, int]]:
+        out = tmp_path / f"floor-{floor}"
+        assert main([*args, "--layer-floor", floor, "--output", str(out)]) == 0
+        layers = load_model(out, head="causal-lm").model.layers
+        return [(layer.mlp.down_proj.weight.shape[1], layer.self_attn.k_proj.weight.shape[0] // 8) for layer in layers]
+
+    floor_ffn = math.ceil(0.6 * 48)  # and ceil(0.6 x 2) = both KV groups
+    assert any(ffn < floor_ffn or groups < 2 for ffn, groups in widths("0"))  # without a floor some layer is thinner
+    assert all(ffn >= floor_ffn and groups == 2 for ffn, groups in widths("0.6"))
