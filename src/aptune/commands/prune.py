@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     if args.round_to < 1:
         raise ValueError(f"--round-to must be >= 1 (1 keeps the exact budget); got {args.round_to}")
     if not 0.0 <= args.layer_floor < 1.0:
-        raise ValueError(f"--layer-floor must lie in [0, 1) (a fraction of each layer's blocks); got {args.layer_floor}")
+        raise ValueError("--layer-floor must lie in [0, 1) (a fraction of each layer's blocks); "
+                         f"got {args.layer_floor}")
     torch.manual_seed(args.seed)
     num_labels = args.num_labels if args.head == "sequence-classification" else None
     apt = APTModel(load_model(args.model, head=args.head, num_labels=num_labels), AdapterConfig(rank=0),
