@@ -56,7 +56,7 @@ def cut_and_score(apt: APT, task, scores: dict, prune, floor: float) -> dict:
     """Held-out loss with the keep set of ``scores`` (``prune``'s density and rounding, ``floor``) applied as
     masks; the masks are reset afterwards."""
     state = apt.model.state
-    protect = layer_floor(scores, state, floor) if floor > 0 else None
+    protect = layer_floor(scores, state, floor)
     keep = search_keep_set(scores, state, apt.model.counter, int(prune.density * apt.model.original_params),
                            protect=protect, round_to=prune.round_to)
     untouched = {"heads": dict(state.heads), "ffn": dict(state.ffn), "hidden": state.hidden}
