@@ -31,17 +31,9 @@ from aptune.train.tasks import load_train_task
 
 
 def calibrate(apt: APT, batches, counts: list[int]) -> dict[int, dict]:
-    """Salience after each of ``counts`` calibration batches (forward and backward, as a cut before tuning)."""
-    snapshots = {}
-    for done, batch in enumerate(batches, start=1):
-        apt.model(**batch).loss.backward()
-        apt.scorer.update()
-        if done in counts:
-            snapshots[done] = copy.deepcopy(apt.scorer.scores())
-        if done == max(counts):
-            break
-    apt.model.zero_grad(set_to_none=True)
-    return snapshots
+    """Salience after each of ``counts`` calibration batches (``APT.calibrate``, as a cut before tuning)."""
+    return {done: copy.deepcopy(apt.scorer.scores())
+            for done in apt.calibrate(batches, max(counts)) if done in counts}
 
 
 def heldout_loss(apt: APT, task) -> float:

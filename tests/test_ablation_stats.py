@@ -201,3 +201,5 @@ def test_provenance_names_every_commit_the_runs_were_trained_at():
         r["meta_info"]["aptune_git_sha"] = "def"
     line = provenance(results, 0)[1]
     assert f"`abc` ({len(results) - 2} runs)" in line and "`def` (2 runs)" in line
+    results[1]["meta_info"]["aptune_git_sha"] = "abc"
+    assert "`def` (1 run)" in provenance(results, 0)[1]

@@ -25,8 +25,9 @@ after every update, so every process takes the same mask, pruning and growth dec
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -342,11 +343,8 @@ class APT:
         setting): salience from ``prune.calibration_batches`` batches (forward and backward, no optimizer
         step), then the budget search and a physical cut. Returns what was removed."""
         p = self.config.prune
-        for _, batch in zip(range(p.calibration_batches), batches):
-            self.model(**batch).loss.backward()
-            self.scorer.update()
-            _sync_scores(self.scorer)
-        self.model.zero_grad(set_to_none=True)
+        for _ in self.calibrate(batches, p.calibration_batches):
+            pass
         keep = self._keep_set(p.density)
         self.model.state.set_masks(heads=keep.heads, ffn=keep.ffn, hidden=keep.hidden)
         removed = self.model.prune()
@@ -355,6 +353,19 @@ class APT:
             self.transform.sync()
         self._kept_before = self.model.state.kept_sizes()
         return removed
+
+    def calibrate(self, batches: Iterable[dict[str, torch.Tensor]], count: int) -> Iterator[int]:
+        """Salience from the first ``count`` of ``batches`` (forward and backward, no optimizer step), for a cut
+        before tuning. Yields the number of batches done after each, so that a caller can read the scores on
+        the way (benchmarks/cut_loss.py compares calibration sizes); the gradients are cleared at the end."""
+        try:
+            for done, batch in enumerate(itertools.islice(batches, count), start=1):
+                self.model(**batch).loss.backward()
+                self.scorer.update()
+                _sync_scores(self.scorer)
+                yield done
+        finally:
+            self.model.zero_grad(set_to_none=True)
 
     # ---------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

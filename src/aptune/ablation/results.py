@@ -193,4 +193,4 @@ def _commits(results: list[dict]) -> str:
         counts[key] = counts.get(key, 0) + 1
     if len(counts) == 1:
         return f"commit {next(iter(counts))}"
-    return "commits " + ", ".join(f"{key} ({n} runs)" for key, n in counts.items())
+    return "commits " + ", ".join(f"{key} ({n} run{'s' if n > 1 else ''})" for key, n in counts.items())

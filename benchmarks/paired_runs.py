@@ -1,0 +1,146 @@
+"""Two or more recipes over the same seeds, compared run by run: mean ± 95% t-interval per recipe, and each
+recipe's paired difference to the first (same seed) with its interval (issue 13: which recovery recipe becomes
+the default of configs/smollm2/).
+
+Each recipe is a list of finished ``aptune train`` run folders, one per seed (the seed is read from the run's
+``config.yaml``). Metrics: the final held-out loss (``summary.json``), the held-out loss at every evaluation,
+and, when the run folder holds the ``aptune eval`` record named by ``--mc`` (default ``mc.json``), every
+multiple-choice task's acc / acc_norm and their average over tasks.
+
+    python benchmarks/paired_runs.py \\
+        baseline=runs/rec/baseline-s42,runs/rec/baseline-s43,runs/rec/baseline-s44 \\
+        recovery=runs/rec/rec-s42,runs/rec/rec-s43,runs/rec/rec-s44 \\
+        --json results/llama/recovery/seeds.json --markdown results/llama/recovery/seeds.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import yaml
+
+from aptune.ablation.stats import Stat
+from aptune.provenance import meta_info
+
+
+def run_metrics(run: Path, mc_name: str) -> dict[str, float]:
+    """The metrics of one finished run folder, by name."""
+    summary = json.loads((run / "summary.json").read_text())
+    final = summary["final"]
+    metrics = {"held-out loss": final["eval_loss"]}
+    for entry in summary["history"]:
+        if entry["step"] != final["step"]:
+            metrics[f"held-out loss at step {entry['step']}"] = entry["eval_loss"]
+    mc_file = run / mc_name
+    if mc_file.is_file():
+        tasks = json.loads(mc_file.read_text())["results"]
+        for task in tasks:
+            metrics[f"{task['task']} acc"] = task["acc"]
+            metrics[f"{task['task']} acc_norm"] = task["acc_norm"]
+        metrics["MC average acc"] = statistics.fmean(t["acc"] for t in tasks)
+        metrics["MC average margin over chance"] = statistics.fmean(t["acc"] - t["chance"] for t in tasks)
+    return metrics
+
+
+def seed_of(run: Path) -> int:
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    return int(config["train"]["seed"])
+
+
+def load_recipe(spec: str, mc_name: str) -> tuple[str, dict[int, dict[str, float]]]:
+    """``NAME=RUN,RUN,...`` -> (name, {seed: metrics})."""
+    name, sep, runs = spec.partition("=")
+    if not sep or not runs:
+        raise SystemExit(f"recipe {spec!r}: write NAME=RUN_DIR[,RUN_DIR...]")
+    by_seed: dict[int, dict[str, float]] = {}
+    for run in (Path(r) for r in runs.split(",")):
+        if not (run / "summary.json").is_file():
+            raise SystemExit(f"{run}: no summary.json (not a finished aptune train run folder)")
+        seed = seed_of(run)
+        if seed in by_seed:
+            raise SystemExit(f"recipe {name}: two runs with seed {seed}")
+        by_seed[seed] = run_metrics(run, mc_name)
+    return name, by_seed
+
+
+def verdict(change: Stat, lower_is_better: bool) -> str:
+    """What the paired interval backs: a direction only when the whole interval lies on one side of zero."""
+    if change.half_width is None:
+        return "one pair: no interval"
+    if change.low > 0:
+        return "worse" if lower_is_better else "better"
+    if change.high < 0:
+        return "better" if lower_is_better else "worse"
+    return "no effect detectable"
+
+
+def compare(recipes: dict[str, dict[int, dict[str, float]]]) -> dict:
+    """Per metric: every recipe's values by seed and mean ± interval, and each later recipe's paired change."""
+    reference, *others = recipes
+    metrics = [m for m in recipes[reference][min(recipes[reference])]
+               if all(m in values for runs in recipes.values() for values in runs.values())]
+    table = {}
+    for metric in metrics:
+        row = {"recipes": {}, "paired": {}}
+        for name, runs in recipes.items():
+            values = {seed: runs[seed][metric] for seed in sorted(runs)}
+            stat = Stat.of(list(values.values()))
+            row["recipes"][name] = {"by_seed": values, "mean": stat.mean, "half_width": stat.half_width}
+        for name in others:
+            seeds = sorted(set(recipes[reference]) & set(recipes[name]))
+            change = Stat.of([recipes[name][s][metric] - recipes[reference][s][metric] for s in seeds])
+            row["paired"][name] = {"seeds": seeds, "mean": change.mean, "half_width": change.half_width,
+                                   "verdict": verdict(change, metric.startswith("held-out loss"))}
+        table[metric] = row
+    return table
+
+
+def _cell(mean: float | None, half_width: float | None, digits: int) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.{digits}f}" + (f" ± {half_width:.{digits}f}" if half_width is not None else "")
+
+
+def markdown(table: dict, recipes: list[str]) -> str:
+    reference = recipes[0]
+    head = ["metric", *(f"{r} (mean ± 95% CI)" for r in recipes),
+            *(f"{r} − {reference}, paired" for r in recipes[1:])]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for metric, row in table.items():
+        digits = 3
+        cells = [_cell(row["recipes"][r]["mean"], row["recipes"][r]["half_width"], digits) for r in recipes]
+        for r in recipes[1:]:
+            p = row["paired"][r]
+            cells.append(f"{_cell(p['mean'], p['half_width'], digits)} ({p['verdict']}, {len(p['seeds'])} seeds)")
+        lines.append("| " + " | ".join([metric, *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("recipes", nargs="+", help="NAME=RUN_DIR[,RUN_DIR...]; the first is the reference")
+    parser.add_argument("--mc", default="mc.json", help="aptune eval record inside each run folder")
+    parser.add_argument("--json", type=Path, help="write the table (values by seed, intervals) here")
+    parser.add_argument("--markdown", type=Path, help="write the markdown table here")
+    args = parser.parse_args(argv)
+    if len(args.recipes) < 2:
+        parser.error("give at least two recipes to compare")
+    recipes = dict(load_recipe(spec, args.mc) for spec in args.recipes)
+    table = compare(recipes)
+    text = markdown(table, list(recipes))
+    print(text, end="")
+    if args.markdown:
+        args.markdown.write_text(text)
+    if args.json:
+        record = {"command": "python benchmarks/paired_runs.py " + " ".join(args.recipes),
+                  "meta_info": meta_info(), "runs": {spec.partition("=")[0]: spec.partition("=")[2].split(",")
+                                                     for spec in args.recipes},
+                  "table": table}
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
