@@ -106,7 +106,8 @@ def _cell(mean: float | None, half_width: float | None, digits: int) -> str:
 
 def markdown(table: dict, recipes: list[str]) -> str:
     reference = recipes[0]
-    head = ["metric", *(f"{r} (mean ± 95% CI)" for r in recipes),
+    seeds = {r: len(next(iter(table.values()))["recipes"][r]["by_seed"]) for r in recipes}
+    head = ["metric", *(f"{r} (mean ± 95% CI, {seeds[r]} seeds)" for r in recipes),
             *(f"{r} − {reference}, paired" for r in recipes[1:])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for metric, row in table.items():
