@@ -93,15 +93,15 @@ def compare(recipes: dict[str, dict[int, dict[str, float]]]) -> dict:
             seeds = sorted(set(recipes[reference]) & set(recipes[name]))
             change = Stat.of([recipes[name][s][metric] - recipes[reference][s][metric] for s in seeds])
             row["paired"][name] = {"seeds": seeds, "mean": change.mean, "half_width": change.half_width,
-                                   "verdict": verdict(change, metric.startswith("held-out loss"))}
+                                   "verdict": verdict(change, lower_is_better=metric.startswith("held-out loss"))}
         table[metric] = row
     return table
 
 
-def _cell(mean: float | None, half_width: float | None, digits: int) -> str:
+def _cell(mean: float | None, half_width: float | None) -> str:
     if mean is None:
         return "–"
-    return f"{mean:.{digits}f}" + (f" ± {half_width:.{digits}f}" if half_width is not None else "")
+    return f"{mean:.3f}" + (f" ± {half_width:.3f}" if half_width is not None else "")
 
 
 def markdown(table: dict, recipes: list[str]) -> str:
@@ -111,11 +111,10 @@ def markdown(table: dict, recipes: list[str]) -> str:
             *(f"{r} − {reference}, paired" for r in recipes[1:])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for metric, row in table.items():
-        digits = 3
-        cells = [_cell(row["recipes"][r]["mean"], row["recipes"][r]["half_width"], digits) for r in recipes]
+        cells = [_cell(row["recipes"][r]["mean"], row["recipes"][r]["half_width"]) for r in recipes]
         for r in recipes[1:]:
             p = row["paired"][r]
-            cells.append(f"{_cell(p['mean'], p['half_width'], digits)} ({p['verdict']}, {len(p['seeds'])} seeds)")
+            cells.append(f"{_cell(p['mean'], p['half_width'])} ({p['verdict']}, {len(p['seeds'])} seeds)")
         lines.append("| " + " | ".join([metric, *cells]) + " |")
     return "\n".join(lines) + "\n"
 

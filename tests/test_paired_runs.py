@@ -11,7 +11,8 @@ from scipy import stats
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("paired_runs", Path(__file__).parents[1] / "benchmarks/paired_runs.py")
+    path = Path(__file__).parents[1] / "benchmarks/paired_runs.py"
+    spec = importlib.util.spec_from_file_location("paired_runs", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
