@@ -78,20 +78,23 @@ def verdict(change: Stat, lower_is_better: bool) -> str:
 
 
 def compare(recipes: dict[str, dict[int, dict[str, float]]]) -> dict:
-    """Per metric: every recipe's values by seed and mean ± interval, and each later recipe's paired change."""
+    """Per metric: every recipe's values by seed and mean ± interval, and each later recipe's paired change.
+    A metric missing from some runs (a run not evaluated on multiple choice) uses the seeds that have it."""
     reference, *others = recipes
-    metrics = [m for m in recipes[reference][min(recipes[reference])]
-               if all(m in values for runs in recipes.values() for values in runs.values())]
+    metrics = list(dict.fromkeys(m for runs in recipes.values() for seed in sorted(runs) for m in runs[seed]))
     table = {}
     for metric in metrics:
+        have = {name: {seed: runs[seed][metric] for seed in sorted(runs) if metric in runs[seed]}
+                for name, runs in recipes.items()}
+        if not all(have.values()):
+            continue  # some recipe has it on no seed: nothing to compare
         row = {"recipes": {}, "paired": {}}
-        for name, runs in recipes.items():
-            values = {seed: runs[seed][metric] for seed in sorted(runs)}
+        for name, values in have.items():
             stat = Stat.of(list(values.values()))
             row["recipes"][name] = {"by_seed": values, "mean": stat.mean, "half_width": stat.half_width}
         for name in others:
-            seeds = sorted(set(recipes[reference]) & set(recipes[name]))
-            change = Stat.of([recipes[name][s][metric] - recipes[reference][s][metric] for s in seeds])
+            seeds = sorted(set(have[reference]) & set(have[name]))
+            change = Stat.of([have[name][s] - have[reference][s] for s in seeds])
             row["paired"][name] = {"seeds": seeds, "mean": change.mean, "half_width": change.half_width,
                                    "verdict": verdict(change, lower_is_better=metric.startswith("held-out loss"))}
         table[metric] = row
@@ -106,12 +109,15 @@ def _cell(mean: float | None, half_width: float | None) -> str:
 
 def markdown(table: dict, recipes: list[str]) -> str:
     reference = recipes[0]
-    seeds = {r: len(next(iter(table.values()))["recipes"][r]["by_seed"]) for r in recipes}
+    seeds = {r: max(len(row["recipes"][r]["by_seed"]) for row in table.values()) for r in recipes}
     head = ["metric", *(f"{r} (mean ± 95% CI, {seeds[r]} seeds)" for r in recipes),
             *(f"{r} − {reference}, paired" for r in recipes[1:])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for metric, row in table.items():
-        cells = [_cell(row["recipes"][r]["mean"], row["recipes"][r]["half_width"]) for r in recipes]
+        cells = []
+        for r in recipes:
+            cell, n = row["recipes"][r], len(row["recipes"][r]["by_seed"])
+            cells.append(_cell(cell["mean"], cell["half_width"]) + (f" ({n} seeds)" if n < seeds[r] else ""))
         for r in recipes[1:]:
             p = row["paired"][r]
             cells.append(f"{_cell(p['mean'], p['half_width'])} ({p['verdict']}, {len(p['seeds'])} seeds)")

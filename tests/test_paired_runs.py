@@ -69,3 +69,20 @@ def test_a_recipe_needs_finished_runs_and_distinct_seeds(tmp_path):
     (tmp_path / "c").mkdir()
     with pytest.raises(SystemExit, match="no summary.json"):
         paired_runs.main([f"x={one}", f"y={tmp_path / 'c'}"])
+
+
+def test_a_metric_some_runs_lack_uses_the_seeds_that_have_it(tmp_path):
+    """A run not evaluated on multiple choice still counts for the loss; the MC rows pair the seeds that have it."""
+    paired_runs = _module()
+    mc = [("sciq", 0.5, 0.25)]
+    base = [_run(tmp_path / "b42", 42, [2.8], mc), _run(tmp_path / "b43", 43, [2.9], mc)]
+    new = [_run(tmp_path / "n42", 42, [2.4], mc), _run(tmp_path / "n43", 43, [2.6])]  # seed 43: no mc.json
+    out = tmp_path / "seeds.json"
+    paired_runs.main(["base=" + ",".join(base), "new=" + ",".join(new), "--json", str(out),
+                      "--markdown", str(tmp_path / "seeds.md")])
+    table = json.loads(out.read_text())["table"]
+    assert table["held-out loss"]["paired"]["new"]["seeds"] == [42, 43]
+    assert table["sciq acc"]["paired"]["new"] == {"seeds": [42], "mean": 0.0, "half_width": None,
+                                                 "verdict": "one pair: no interval"}
+    assert list(table["sciq acc"]["recipes"]["new"]["by_seed"]) == ["42"]
+    assert "| sciq acc | 0.500 ± 0.000 | 0.500 (1 seeds) |" in (tmp_path / "seeds.md").read_text()
