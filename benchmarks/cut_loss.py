@@ -5,7 +5,7 @@ The calibration batches are the ones ``aptune train`` draws (same loader, same s
 binary masks, which compute exactly what the physically cut model computes (tests/test_core_invariants.py), so
 one loaded model serves every variant.
 
-    python benchmarks/cut_loss.py --config configs/smollm2/alpaca.yaml model.dtype=float32 \\
+    python benchmarks/cut_loss.py --config configs/smollm2/alpaca_qv.yaml model.dtype=float32 \\
         --floors 0 0.5 0.6 0.7 --json results/llama/recovery/cut_loss.json
 """
 
