@@ -1,11 +1,14 @@
 """Two or more recipes over the same seeds, compared run by run: mean ± 95% t-interval per recipe, and each
 recipe's paired difference to the first (same seed) with its interval (issue 13: which recovery recipe becomes
-the default of configs/smollm2/).
+the default of configs/smollm2/; issue 11: which self-distillation setting pays on the main recipe).
 
-Each recipe is a list of finished ``aptune train`` run folders, one per seed (the seed is read from the run's
-``config.yaml``). Metrics: the final held-out loss (``summary.json``), the held-out loss at every evaluation,
-and, when the run folder holds the ``aptune eval`` record named by ``--mc`` (default ``mc.json``), every
-multiple-choice task's acc / acc_norm and their average over tasks.
+Each recipe is a list of finished runs, one per seed: ``aptune train`` run folders (the seed is read from the
+run's ``config.yaml``) or result JSONs of ``aptune ablate`` (``results/ablation-standard/results/*.json``), mixed
+as needed. Metrics: the run's primary dev metric at the end and at every evaluation (``held-out loss`` for
+language models, else ``dev <metric>``), the best after the last pruning step and the value right after it
+(pruning accuracy) where the run has them, and, when a run folder holds the ``aptune eval`` record named by
+``--mc`` (default ``mc.json``), every multiple-choice task's acc / acc_norm and their average over tasks.
+Losses are better lower, the rest higher.
 
     python benchmarks/paired_runs.py \\
         baseline=runs/rec/baseline-s42,runs/rec/baseline-s43,runs/rec/baseline-s44 \\
@@ -26,14 +29,30 @@ from aptune.ablation.stats import Stat
 from aptune.provenance import meta_info
 
 
+def dev_metrics(primary: str, final: dict, history: list[dict], best_after_pruning: float | None = None,
+                pruning_accuracy: float | None = None) -> dict[str, float]:
+    """The primary metric at the end, after pruning and at every evaluation, by display name."""
+    name = "held-out loss" if primary == "eval_loss" else f"dev {primary}"
+    metrics = {name: final[primary]}
+    if best_after_pruning is not None:
+        metrics[f"best {name} after the last pruning step"] = best_after_pruning
+    if pruning_accuracy is not None:
+        metrics[f"{name} right after the last pruning step"] = pruning_accuracy  # "pruning accuracy"
+    for entry in history:
+        if entry["step"] != final["step"]:
+            metrics[f"{name} at step {entry['step']}"] = entry[primary]
+    return metrics
+
+
+def lower_is_better(metric: str) -> bool:
+    return "loss" in metric
+
+
 def run_metrics(run: Path, mc_name: str) -> dict[str, float]:
     """The metrics of one finished run folder, by name."""
     summary = json.loads((run / "summary.json").read_text())
-    final = summary["final"]
-    metrics = {"held-out loss": final["eval_loss"]}
-    for entry in summary["history"]:
-        if entry["step"] != final["step"]:
-            metrics[f"held-out loss at step {entry['step']}"] = entry["eval_loss"]
+    metrics = dev_metrics(summary.get("primary_metric", "eval_loss"), summary["final"], summary["history"],
+                          summary.get("best_after_pruning"), summary.get("pruning_accuracy"))
     mc_file = run / mc_name
     if mc_file.is_file():
         tasks = json.loads(mc_file.read_text())["results"]
@@ -50,30 +69,48 @@ def seed_of(run: Path) -> int:
     return int(config["train"]["seed"])
 
 
+def ablation_result(path: Path) -> tuple[int, dict[str, float]]:
+    """(seed, metrics) of one ``aptune ablate`` result JSON."""
+    try:
+        record = json.loads(path.read_text())
+        run, train, dev = record["run_info"], record["train_info"], record["eval_info"]
+    except (ValueError, KeyError, TypeError):
+        raise SystemExit(f"{path}: not a result JSON of aptune ablate (run_info, train_info, eval_info)") from None
+    return int(run["seed"]), dev_metrics(dev["primary_metric"], dev["final"], train["curve"],
+                                         dev.get("best_after_pruning"), train.get("pruning_accuracy"))
+
+
+def load_run(run: Path, mc_name: str) -> tuple[int, dict[str, float]]:
+    """(seed, metrics) of a finished run folder or an ablation result JSON."""
+    if run.is_file():
+        return ablation_result(run)
+    if not (run / "summary.json").is_file():
+        raise SystemExit(f"{run}: no summary.json (not a finished aptune train run folder) and not a result JSON")
+    return seed_of(run), run_metrics(run, mc_name)
+
+
 def load_recipe(spec: str, mc_name: str) -> tuple[str, dict[int, dict[str, float]]]:
     """``NAME=RUN,RUN,...`` -> (name, {seed: metrics})."""
     name, sep, runs = spec.partition("=")
     if not sep or not runs:
-        raise SystemExit(f"recipe {spec!r}: write NAME=RUN_DIR[,RUN_DIR...]")
+        raise SystemExit(f"recipe {spec!r}: write NAME=RUN[,RUN...] (run folders or ablation result JSONs)")
     by_seed: dict[int, dict[str, float]] = {}
     for run in (Path(r) for r in runs.split(",")):
-        if not (run / "summary.json").is_file():
-            raise SystemExit(f"{run}: no summary.json (not a finished aptune train run folder)")
-        seed = seed_of(run)
+        seed, metrics = load_run(run, mc_name)
         if seed in by_seed:
             raise SystemExit(f"recipe {name}: two runs with seed {seed}")
-        by_seed[seed] = run_metrics(run, mc_name)
+        by_seed[seed] = metrics
     return name, by_seed
 
 
-def verdict(change: Stat, lower_is_better: bool) -> str:
+def verdict(change: Stat, lower_better: bool) -> str:
     """What the paired interval backs: a direction only when the whole interval lies on one side of zero."""
     if change.half_width is None:
         return "one pair: no interval"
     if change.low > 0:
-        return "worse" if lower_is_better else "better"
+        return "worse" if lower_better else "better"
     if change.high < 0:
-        return "better" if lower_is_better else "worse"
+        return "better" if lower_better else "worse"
     return "no effect detectable"
 
 
@@ -96,7 +133,7 @@ def compare(recipes: dict[str, dict[int, dict[str, float]]]) -> dict:
             seeds = sorted(set(have[reference]) & set(have[name]))
             change = Stat.of([have[name][s] - have[reference][s] for s in seeds])
             row["paired"][name] = {"seeds": seeds, "mean": change.mean, "half_width": change.half_width,
-                                   "verdict": verdict(change, lower_is_better=metric.startswith("held-out loss"))}
+                                   "verdict": verdict(change, lower_better=lower_is_better(metric))}
         table[metric] = row
     return table
 
@@ -127,7 +164,7 @@ def markdown(table: dict, recipes: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("recipes", nargs="+", help="NAME=RUN_DIR[,RUN_DIR...]; the first is the reference")
+    parser.add_argument("recipes", nargs="+", help="NAME=RUN[,RUN...] (run folders or ablation result JSONs); the first is the reference")
     parser.add_argument("--mc", default="mc.json", help="aptune eval record inside each run folder")
     parser.add_argument("--json", type=Path, help="write the table (values by seed, intervals) here")
     parser.add_argument("--markdown", type=Path, help="write the markdown table here")

@@ -86,3 +86,48 @@ def test_a_metric_some_runs_lack_uses_the_seeds_that_have_it(tmp_path):
                                                  "verdict": "one pair: no interval"}
     assert list(table["sciq acc"]["recipes"]["new"]["by_seed"]) == ["42"]
     assert "| sciq acc | 0.500 ± 0.000 | 0.500 (1 seeds) |" in (tmp_path / "seeds.md").read_text()
+
+
+def _ablation_result(path: Path, seed: int, accuracy: float, pruning_accuracy: float) -> str:
+    """The parts of an ``aptune ablate`` result JSON that the script reads."""
+    final = {"step": 1000, "accuracy": accuracy}
+    path.write_text(json.dumps({
+        "run_info": {"seed": seed},
+        "train_info": {"curve": [{"step": 500, "accuracy": 0.8}, final], "pruning_accuracy": pruning_accuracy},
+        "eval_info": {"primary_metric": "accuracy", "final": final, "best_after_pruning": accuracy}}))
+    return str(path)
+
+
+def test_accuracy_runs_from_ablation_results_and_run_folders_pair_by_seed_higher_is_better(tmp_path):
+    """An encoder recipe: the reference from an ablation plan's result JSONs, the variant from run folders; a
+    higher dev accuracy on every seed is "better", and a bad JSON is refused by name."""
+    paired_runs = _module()
+    base = {42: 0.851, 43: 0.846, 44: 0.849}
+    new = {42: 0.861, 43: 0.858, 44: 0.862}
+    reference = [_ablation_result(tmp_path / f"apt-{s}.json", s, acc, acc - 0.02) for s, acc in base.items()]
+    variant = []
+    for seed, acc in new.items():
+        folder = tmp_path / f"new-{seed}"
+        folder.mkdir()
+        (folder / "config.yaml").write_text(yaml.safe_dump({"train": {"seed": seed}}))
+        history = [{"step": 500, "accuracy": 0.8}, {"step": 1000, "accuracy": acc}]
+        (folder / "summary.json").write_text(json.dumps({
+            "primary_metric": "accuracy", "final": history[-1], "history": history,
+            "best_after_pruning": acc, "pruning_accuracy": acc - 0.01}))
+        variant.append(str(folder))
+    out = tmp_path / "paired.json"
+    paired_runs.main(["apt=" + ",".join(reference), "new=" + ",".join(variant), "--json", str(out)])
+    table = json.loads(out.read_text())["table"]
+
+    final = table["dev accuracy"]["paired"]["new"]
+    diffs = np.array([new[s] - base[s] for s in (42, 43, 44)])
+    assert final["mean"] == pytest.approx(diffs.mean()) and final["verdict"] == "better"
+    after_cut = table["dev accuracy right after the last pruning step"]["paired"]["new"]
+    assert after_cut["mean"] == pytest.approx(diffs.mean() + 0.01) and after_cut["verdict"] == "better"
+    assert table["dev accuracy at step 500"]["paired"]["new"]["verdict"] == "no effect detectable"
+    assert set(table) == {"dev accuracy", "best dev accuracy after the last pruning step",
+                          "dev accuracy right after the last pruning step", "dev accuracy at step 500"}
+
+    (tmp_path / "bad.json").write_text(json.dumps({"final": {}}))
+    with pytest.raises(SystemExit, match="bad.json: not a result JSON of aptune ablate"):
+        paired_runs.main([f"apt={tmp_path / 'bad.json'}", "new=" + ",".join(variant)])
