@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from aptune.ablation.stats import Stat
+from aptune.ablation.stats import Stat, interval_side
 from aptune.provenance import meta_info
 
 
@@ -105,13 +105,12 @@ def load_recipe(spec: str, mc_name: str) -> tuple[str, dict[int, dict[str, float
 
 def verdict(change: Stat, lower_better: bool) -> str:
     """What the paired interval backs: a direction only when the whole interval lies on one side of zero."""
-    if change.half_width is None:
+    side = interval_side(change)
+    if side is None:
         return "one pair: no interval"
-    if change.low > 0:
-        return "worse" if lower_better else "better"
-    if change.high < 0:
-        return "better" if lower_better else "worse"
-    return "no effect detectable"
+    if side == 0:
+        return "no effect detectable"
+    return "better" if (side < 0) == lower_better else "worse"
 
 
 def compare(recipes: dict[str, dict[int, dict[str, float]]]) -> dict:

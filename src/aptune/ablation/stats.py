@@ -108,15 +108,28 @@ def per_seed_change(metric: Metric, apt: float, other: float) -> float | None:
     return None if apt == 0 else (other / apt - 1) * 100
 
 
+def interval_side(change: Stat) -> int | None:
+    """+1 or -1 when the whole 95% interval of ``change`` lies above or below 0, 0 when it holds 0, None when
+    there is no interval (fewer than two values): the one rule every verdict in words follows."""
+    if change.half_width is None:
+        return None
+    if change.low > 0:
+        return 1
+    if change.high < 0:
+        return -1
+    return 0
+
+
 def verdict(metric: Metric, change: Stat) -> str:
     """The words the interval of ``change`` backs: an effect only when the whole interval lies on one side of 0."""
     if change.n == 0:
         return NO_PAIRS
-    if change.half_width is None:
+    side = interval_side(change)
+    if side is None:
         return ONE_SEED
-    if change.low > 0:
+    if side > 0:
         return HELPS if metric.higher_is_better else COSTS_MORE
-    if change.high < 0:
+    if side < 0:
         return HURTS if metric.higher_is_better else SAVES
     return NO_EFFECT
 
