@@ -61,6 +61,11 @@ def average_across_processes(tensors: Iterable[torch.Tensor]) -> None:
         tensor /= dist.get_world_size()
 
 
+def _require_grad(module, args, output):
+    """Forward hook: the output asks autograd for its gradient (the embeddings', while every weight is frozen)."""
+    return output.requires_grad_(True)
+
+
 def _sync_scores(tracker) -> None:
     """Average a salience tracker's running scores across processes, so every process decides alike."""
     if not distributed():
@@ -357,14 +362,29 @@ class APT:
     def calibrate(self, batches: Iterable[dict[str, torch.Tensor]], count: int) -> Iterator[int]:
         """Salience from the first ``count`` of ``batches`` (forward and backward, no optimizer step), for a cut
         before tuning. Yields the number of batches done after each, so that a caller can read the scores on
-        the way (benchmarks/cut_loss.py compares calibration sizes); the gradients are cleared at the end."""
+        the way (benchmarks/cut_loss.py compares calibration sizes); the gradients are cleared at the end.
+
+        The scores need the gradients of activations only, so every trainable tensor is frozen for these
+        passes and the embeddings' output asks for a gradient instead: an adapter that wants its own gradient
+        makes autograd keep its linear's input, which on a decoder with adapters on every linear is a large part
+        of the dense passes' memory. Every branch still carries its gradient to the activations (a frozen
+        weight passes it on; only its own gradient is skipped), so the scores are the same
+        (tests/test_calibration.py)."""
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        embeddings = self.model.model.get_input_embeddings()
+        handle = embeddings.register_forward_hook(_require_grad)
         try:
+            for parameter in trainable:
+                parameter.requires_grad_(False)
             for done, batch in enumerate(itertools.islice(batches, count), start=1):
                 self.model(**batch).loss.backward()
                 self.scorer.update()
                 _sync_scores(self.scorer)
                 yield done
         finally:
+            handle.remove()
+            for parameter in trainable:
+                parameter.requires_grad_(True)
             self.model.zero_grad(set_to_none=True)
 
     # ---------------------------------------------------------------------------------- state
