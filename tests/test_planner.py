@@ -13,7 +13,7 @@ import torch
 
 from aptune.bench.planner import PlanSettings, check
 from aptune.cli import main
-from aptune.model import APTModel
+from aptune.model import AdapterConfig, APTModel
 from aptune.models import load_model
 
 WITHIN = 0.15
@@ -29,7 +29,8 @@ def bases():
 
 def checked(bases, name: str, head: str, dtype: str = "float32", **settings) -> list[dict]:
     def load() -> APTModel:
-        return APTModel(copy.deepcopy(bases[name]).to(getattr(torch, dtype)), seed=0)
+        adapters = AdapterConfig(list(settings.get("targets", [])))
+        return APTModel(copy.deepcopy(bases[name]).to(getattr(torch, dtype)), adapters, seed=0)
 
     return check(load, head, PlanSettings(dtype=dtype, **settings))
 
@@ -41,6 +42,8 @@ def checked(bases, name: str, head: str, dtype: str = "float32", **settings) -> 
     ("minilm", "sequence-classification", "bfloat16", {"batch_size": 16, "seq_len": 64}),
     ("smollm2", "causal-lm", "float32", {"batch_size": 2, "seq_len": 128}),
     ("smollm2", "causal-lm", "bfloat16", {"batch_size": 2, "seq_len": 128}),
+    ("smollm2", "causal-lm", "float32", {"batch_size": 2, "seq_len": 128,  # configs/smollm2/alpaca.yaml's adapters
+                                         "targets": ["q", "k", "v", "o", "gate", "up", "down"]}),
 ])
 def test_plan_is_within_15_percent_of_the_measure(bases, name, head, dtype, settings):
     rows = checked(bases, name, head, dtype, density=0.5, **settings)
@@ -67,3 +70,21 @@ def test_plan_of_a_7b_config_reads_no_weights_and_fits_the_papers_24_gb(capsys, 
 def test_a_density_below_the_hidden_size_alone_is_refused(capsys):
     assert main(["plan", "minilm", "--density", "0.000001"]) == 2
     assert "plan a higher density" in capsys.readouterr().err
+
+
+def test_plan_takes_adapter_targets_and_names_a_wrong_one(capsys, tmp_path):
+    """Adapters on all seven linears of a LLaMA layer plan more adapter, optimizer and activation bytes than the
+    family's default (q, v); an unknown target is refused with the ones to choose from."""
+    config = ROOT / "configs" / "models" / "llama-2-7b.json"
+    plans = {}
+    for name, targets in (("default", []), ("all", ["--targets", "q,k,v,o,gate,up,down"])):
+        out = tmp_path / f"{name}.json"
+        assert main(["plan", str(config), "--head", "causal-lm", "--density", "0.7", "--batch-size", "1", "--seq-len",
+                     "64", "--dtype", "bfloat16", *targets, "--json", str(out)]) == 0
+        plans[name] = {p["phase"]: p for p in json.loads(out.read_text())[0]["phases"]}
+    for part in ("adapters", "optimizer", "activations"):
+        assert plans["all"]["recovery"][part] > plans["default"]["recovery"][part], part
+    assert plans["all"]["recovery"]["frozen_weights"] == plans["default"]["recovery"]["frozen_weights"]
+    with pytest.raises(SystemExit):
+        main(["plan", str(config), "--head", "causal-lm", "--targets", "q,ffn"])
+    assert "unknown adapter target(s) ffn; choose from q, k, v, o, up, gate, down" in capsys.readouterr().err

@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", action="append", choices=("float32", "bfloat16", "float16"),
                         help="the frozen base's dtype; repeat for several (default: float32 and bfloat16)")
     parser.add_argument("--rank", type=int, default=8, help="adapter.rank")
+    parser.add_argument("--targets", type=_targets, default=[],
+                        help="adapter.targets, comma-separated (e.g. q,k,v,o,gate,up,down); default: the family's")
     parser.add_argument("--budget-ratio", type=float, default=4.0, help="rank.budget_ratio")
     parser.add_argument("--no-distill", action="store_true", help="distill.enabled=false")
     parser.add_argument("--recover-teacher", action="store_true",
@@ -43,6 +45,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="store_true",
                         help="load the real model (reads its weights) and compare the plan with the deterministic "
                              "memory measure of one training step, dense and cut, and of one forward pass")
+
+
+def _targets(text: str) -> list[str]:
+    from aptune.model import ADAPTER_ROLES
+
+    targets = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = sorted(set(targets) - set(ADAPTER_ROLES))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown adapter target(s) {', '.join(unknown)}; "
+                                         f"choose from {', '.join(ADAPTER_ROLES)}")
+    return targets
 
 
 def load_model_config(model: str):
@@ -65,12 +78,12 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.density <= 1:
         raise ValueError(f"--density must lie in (0, 1]; got {args.density}")
     config = load_model_config(args.model)
-    apt = build_on_meta(config, args.head, rank=args.rank)
+    apt = build_on_meta(config, args.head, targets=args.targets, rank=args.rank)
     arch = describe(apt, args.head)
     plans = []
     for dtype in args.dtype or ["float32", "bfloat16"]:
         settings = PlanSettings(density=args.density, batch_size=args.batch_size, seq_len=args.seq_len, dtype=dtype,
-                                rank=args.rank, budget_ratio=args.budget_ratio, distill=not (args.no_distill or args.recover_teacher),
+                                rank=args.rank, targets=args.targets, budget_ratio=args.budget_ratio, distill=not (args.no_distill or args.recover_teacher),
                                 recover_teacher=args.recover_teacher,
                                 gradient_checkpointing=args.gradient_checkpointing, device=args.device)
         plans.append(plan(apt, arch, settings))
