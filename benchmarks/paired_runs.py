@@ -163,7 +163,8 @@ def markdown(table: dict, recipes: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("recipes", nargs="+", help="NAME=RUN[,RUN...] (run folders or ablation result JSONs); the first is the reference")
+    parser.add_argument("recipes", nargs="+",
+                        help="NAME=RUN[,RUN...] (run folders or ablation result JSONs); the first is the reference")
     parser.add_argument("--mc", default="mc.json", help="aptune eval record inside each run folder")
     parser.add_argument("--json", type=Path, help="write the table (values by seed, intervals) here")
     parser.add_argument("--markdown", type=Path, help="write the markdown table here")

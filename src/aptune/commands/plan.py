@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     plans = []
     for dtype in args.dtype or ["float32", "bfloat16"]:
         settings = PlanSettings(density=args.density, batch_size=args.batch_size, seq_len=args.seq_len, dtype=dtype,
-                                rank=args.rank, targets=args.targets, budget_ratio=args.budget_ratio, distill=not (args.no_distill or args.recover_teacher),
+                                rank=args.rank, targets=args.targets, budget_ratio=args.budget_ratio,
+                                distill=not (args.no_distill or args.recover_teacher),
                                 recover_teacher=args.recover_teacher,
                                 gradient_checkpointing=args.gradient_checkpointing, device=args.device)
         plans.append(plan(apt, arch, settings))
