@@ -124,6 +124,16 @@ def test_plan_expansion_orders_layers_and_rejects_unknown_names(tmp_path):
         load_plan(tmp_path / "plan.yaml", "nope")
 
 
+def test_ablate_seeds_replace_the_profiles_and_bad_seeds_are_refused(tmp_path, capsys):
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump({"seeds": [1], "runs": {"a": {"train.lr": 5e-5}, "b": {}}}))
+    assert main(["ablate", str(tmp_path / "plan.yaml"), "--only", "b", "--seeds", "7,8", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs = 1 variants x 1 tasks x 2 seeds" in out
+    assert "- b__sst2__seed7 (config ok)" in out and "- b__sst2__seed8 (config ok)" in out and "seed1" not in out
+    assert main(["ablate", str(tmp_path / "plan.yaml"), "--seeds", "7,x", "--dry-run"]) == 2
+    assert "--seeds takes comma-separated integers (e.g. 42,43,44), got '7,x'" in capsys.readouterr().err
+
+
 def test_time_to_accuracy_and_overlap():
     # the statistics (intervals, paired differences, verdicts) are tested in test_ablation_stats.py
     result = {"eval_info": {"primary_metric": "accuracy"},

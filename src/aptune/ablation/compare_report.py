@@ -9,7 +9,11 @@ table, the share of ``lora``'s average multiple-choice score each run keeps, gre
 ``score_vs_latency.png`` and ``runs.csv``.
 
 A run that starts from another's export (``init_from``, e.g. ``lora_prune`` after ``lora``) is charged for
-both: its tuning steps and training time add the earlier run's.
+both: its tuning steps and training time add the earlier run's (of the same seed).
+
+Runs with several seeds are shown as the mean over their seeds with the half-width of its 95% t-interval, and
+each run that shares two seeds or more with ``lora`` is compared with it seed by seed (``## Against lora, paired
+by seed``): the held-out loss, the average score, and the shares of lora's score and of its margin over chance.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 
 from aptune.ablation.plots import pyplot
 from aptune.ablation.results import failed, finished, load_results, provenance, report_folder
+from aptune.ablation.stats import Stat, interval_side, t_half_width
 from aptune.ablation.tables import failed_runs_table, table
 
 REFERENCE = "lora"  # the denominator of "share of lora's average score"
@@ -35,8 +40,17 @@ def is_comparison(results: list[dict]) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ per-run numbers
-def _by_name(results: list[dict]) -> dict[str, dict]:
-    return {r["run_info"]["variant"]: r for r in results}
+def by_variant(results: list[dict]) -> dict[str, dict[int, dict]]:
+    """Run name -> seed -> result, runs in the plan's order, seeds ascending."""
+    runs: dict[str, dict[int, dict]] = {}
+    for result in sorted(results, key=lambda r: (r["run_info"].get("plan_index", 0), r["run_info"]["seed"])):
+        runs.setdefault(result["run_info"]["variant"], {})[result["run_info"]["seed"]] = result
+    return runs
+
+
+def of_seed(runs: dict[str, dict[int, dict]], seed: int) -> dict[str, dict]:
+    """Run name -> result, for the runs that have ``seed``."""
+    return {name: by_seed[seed] for name, by_seed in runs.items() if seed in by_seed}
 
 
 def _earlier(result: dict, runs: dict[str, dict]) -> dict | None:
@@ -83,6 +97,23 @@ def run_row(result: dict, runs: dict[str, dict]) -> dict:
     return row
 
 
+def mean_row(rows_by_seed: dict[int, dict]) -> dict:
+    """One run over its seeds: each number the mean over the seeds (kept as it is where every seed has the same
+    value), with the half-width of its 95% t-interval in ``row["half_width"]``; text from the first seed."""
+    rows = list(rows_by_seed.values())
+    row = dict(rows[0], seeds=sorted(rows_by_seed), half_width={})
+    for key, value in rows[0].items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        values = [r.get(key) for r in rows]
+        if any(v is None for v in values) or len(set(values)) == 1:
+            row[key] = None if any(v is None for v in values) else value
+            continue
+        row[key] = statistics.fmean(values)
+        row["half_width"][key] = t_half_width(values)
+    return row
+
+
 def shares(rows: dict[str, dict], key: str) -> dict[str, float | None]:
     """Each run's ``key`` (an average score) as a share of ``lora``'s."""
     reference = rows.get(REFERENCE, {}).get(key)
@@ -114,7 +145,8 @@ def plot_score_vs_latency(rows: dict[str, dict], path: Path) -> None:
     # runs close together (the dense ones) get their labels above and below the point in turn
     for i, (name, row) in enumerate(sorted(rows.items(), key=lambda item: item[1]["prefill_s"])):
         x, y = row["prefill_s"] * 1e3, 100 * row["avg_acc"]
-        err = 100 * row["avg_acc_stderr"] if row["avg_acc_stderr"] else None
+        spread = row["half_width"].get("avg_acc") if len(row["seeds"]) > 1 else row["avg_acc_stderr"]
+        err = 100 * spread if spread else None
         ax.errorbar([x], [y], yerr=[err] if err else None, fmt="o", capsize=3,
                     color="C3" if row["role"] == "method" else "C0" if row["role"] == "reference" else "C2")
         ax.annotate(f"{name} ({row['density']:.2f})", (x, y), textcoords="offset points",
@@ -122,7 +154,8 @@ def plot_score_vs_latency(rows: dict[str, dict], path: Path) -> None:
     any_row = next(iter(rows.values()))
     ax.set_xlabel(f"prefill latency, batch {any_row['prefill_batch']} x {any_row['prefill_seq']} tokens (ms, CPU)")
     ax.set_ylabel("average zero-shot multiple-choice acc (%)")
-    ax.set_title("score against latency (label: run, density); bars: ±1 standard error", fontsize=9)
+    ax.set_title("score against latency (label: run, density); bars: 95% interval over seeds, or ±1 standard "
+                 "error of one seed", fontsize=9)
     ax.grid(alpha=0.3)
     ax.margins(x=0.2)  # room for the labels of the outermost points
     fig.tight_layout()
@@ -136,51 +169,126 @@ def write_comparison_report(runs_dir: str | Path, out_dir: str | Path | None = N
     out = report_folder(runs_dir, out_dir)
     all_results = sorted(load_results(runs_dir), key=lambda r: r["run_info"].get("plan_index", 0))
     failed_runs = failed(all_results)
-    runs = _by_name(finished(all_results))
-    rows = {name: run_row(result, runs) for name, result in runs.items()}
-    tasks = [t["task"] for t in next(iter(runs.values()))["eval_info"]["downstream"]] if runs else []
+    runs = by_variant(finished(all_results))
+    # one row per run and seed (a chained run adds the earlier run of its own seed), then one per run
+    seed_rows = {name: {seed: run_row(result, of_seed(runs, seed)) for seed, result in by_seed.items()}
+                 for name, by_seed in runs.items()}
+    rows = {name: mean_row(by_seed) for name, by_seed in seed_rows.items()}
+    first = next(iter(next(iter(runs.values())).values())) if runs else None
+    tasks = [t["task"] for t in first["eval_info"]["downstream"]] if first else []
 
     lines = [f"# Comparison report: `{runs_dir}`", "", *provenance(all_results, len(failed_runs)), ""]
     if runs:
-        lines += _protocol(next(iter(runs.values())), tasks)
-        lines += _quality_section(rows, tasks) + _cost_section(rows)
+        seeds = sorted({seed for by_seed in runs.values() for seed in by_seed})
+        lines += _protocol(first, tasks, seeds)
+        lines += _quality_section(rows, tasks) + _paired_section(seed_rows) + _cost_section(rows)
         plot_score_vs_latency(rows, out / "score_vs_latency.png")
         lines += ["![average multiple-choice acc against prefill latency](score_vs_latency.png)", ""]
-        lines += _generations(runs) + _runs_section(runs, runs_dir)
+        lines += _generations(of_seed_first(runs)) + _runs_section(of_seed_first(runs), runs_dir)
     if failed_runs:
         lines += failed_runs_table(failed_runs)
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
-    _write_csv(out / "runs.csv", rows)
+    _write_csv(out / "runs.csv", [dict(row, seed=seed) for by_seed in seed_rows.values()
+                                  for seed, row in by_seed.items()])
     return report
+
+
+def of_seed_first(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
+    """Run name -> the result of its first seed (greedy answers and commands are shown for one seed)."""
+    return {name: by_seed[min(by_seed)] for name, by_seed in runs.items()}
 
 
 def _quality_section(rows: dict[str, dict], tasks: list[str]) -> list[str]:
     """``## Quality``: held-out loss and multiple-choice scores per run, then each run's share of lora's."""
     acc_share, norm_share = shares(rows, "avg_acc"), shares(rows, "avg_acc_norm")
-    header = ["run", "density", "tuning steps", "held-out loss", "perplexity",
+    header = ["run", "seeds", "density", "tuning steps", "held-out loss", "perplexity",
               *[f"{TASK_NAMES.get(t, t)} acc / acc_norm" for t in tasks], "avg acc", "avg acc_norm",
               f"share of {REFERENCE} (acc / acc_norm)"]
-    cells = [[f"`{name}`", f"{row['density']:.3f}", str(row["tuning_steps"]), _num(row["heldout_loss"]),
-              _num(row["perplexity"], 2), *[f"{row[f'{t}_acc']:.3f} / {row[f'{t}_acc_norm']:.3f}" for t in tasks],
-              f"**{row['avg_acc']:.3f}** ± {_num(row['avg_acc_stderr'])}", f"{row['avg_acc_norm']:.3f}",
-              f"{_pct(acc_share[name])} / {_pct(norm_share[name])}"] for name, row in rows.items()]
-    return ["## Quality", "", *table(header, cells), "", *_shares_reading(rows, acc_share, norm_share), ""]
+    cells = [[f"`{name}`", ", ".join(map(str, row["seeds"])), f"{row['density']:.3f}", f"{row['tuning_steps']:g}",
+              _pm(row, "heldout_loss"), _pm(row, "perplexity", 2),
+              *[f"{_pm(row, f'{t}_acc')} / {_pm(row, f'{t}_acc_norm')}" for t in tasks], _avg_cell(row),
+              _pm(row, "avg_acc_norm"), f"{_pct(acc_share[name])} / {_pct(norm_share[name])}"]
+             for name, row in rows.items()]
+    several = any(len(row["seeds"]) > 1 for row in rows.values())
+    note = (["A run with several seeds shows the mean over its seeds ± the half-width of the 95% t-interval "
+             "(t(0.975, n−1)·sd/√n); a run with one seed shows its value, and its avg acc the standard error of "
+             "that one average. Shares are of the means.", ""] if several else [])
+    return ["## Quality", "", *note, *table(header, cells), "", *_shares_reading(rows, acc_share, norm_share), ""]
+
+
+def _pm(row: dict, key: str, digits: int = 3) -> str:
+    """``2.431 ± 0.310`` (mean ± 95% half-width over seeds), the value alone for one seed, ``n/a`` if missing."""
+    value = row.get(key)
+    if value is None:
+        return "n/a"
+    half_width = row["half_width"].get(key)
+    return f"{value:.{digits}f}" + (f" ± {half_width:.{digits}f}" if half_width is not None else "")
+
+
+def _avg_cell(row: dict) -> str:
+    """The average score in bold, ± its interval over seeds, or over one seed its standard error."""
+    if len(row["seeds"]) > 1:
+        return f"**{row['avg_acc']:.3f}** ± {_num(row['half_width'].get('avg_acc'))}"
+    return f"**{row['avg_acc']:.3f}** ± {_num(row['avg_acc_stderr'])} (se)"
+
+
+def _paired_section(seed_rows: dict[str, dict[int, dict]]) -> list[str]:
+    """``## Against lora, paired by seed``: each run minus lora on the seeds both have, with 95% intervals."""
+    reference = seed_rows.get(REFERENCE, {})
+    compared = {name: sorted(set(by_seed) & set(reference)) for name, by_seed in seed_rows.items()
+                if name != REFERENCE}
+    compared = {name: seeds for name, seeds in compared.items() if len(seeds) > 1}
+    if not compared:
+        return []
+    header = ["run", "pairs", "held-out loss − lora's", "avg acc − lora's (points)", "share of lora's avg acc",
+              "share of lora's margin over chance"]
+    cells = []
+    for name, seeds in compared.items():
+        pairs = [(seed_rows[name][seed], reference[seed]) for seed in seeds]
+        loss = Stat.of([row["heldout_loss"] - ref["heldout_loss"] for row, ref in pairs])
+        acc = Stat.of([100 * (row["avg_acc"] - ref["avg_acc"]) for row, ref in pairs])
+        share = Stat.of([row["avg_acc"] / ref["avg_acc"] for row, ref in pairs])
+        margin = Stat.of([(row["avg_acc"] - row["avg_chance"]) / (ref["avg_acc"] - ref["avg_chance"])
+                          for row, ref in pairs if ref["avg_acc"] > ref["avg_chance"]])
+        cells.append([f"`{name}`", str(len(seeds)), _change(loss, 3, lower_is_better=True),
+                      _change(acc, 1, lower_is_better=False), _share(share), _share(margin)])
+    return ["## Against lora, paired by seed", "",
+            f"Each run minus `{REFERENCE}` on the same seed (same data order and held-out split), mean over the "
+            "pairs ± the half-width of its 95% t-interval; the words follow the interval: an effect only when the "
+            "whole interval lies on one side of zero. Shares are per seed, then averaged.", "",
+            *table(header, cells), ""]
+
+
+def _change(stat: Stat, digits: int, lower_is_better: bool) -> str:
+    text = f"{stat.mean:+.{digits}f} ± {stat.half_width:.{digits}f}"
+    side = interval_side(stat)
+    if not side:
+        return f"{text}: no difference detectable"
+    return f"{text}: {'better' if (side < 0) == lower_is_better else 'worse'}"
+
+
+def _share(stat: Stat) -> str:
+    if stat.mean is None:
+        return "n/a"
+    return f"{100 * stat.mean:.1f}% ± {100 * stat.half_width:.1f}" if stat.half_width is not None else _pct(stat.mean)
 
 
 def _cost_section(rows: dict[str, dict]) -> list[str]:
     """``## Cost``: training and inference cost per run, then each run against lora (the dense model)."""
     header = ["run", "params (export)", "s / step", "training time (loop / process)", "peak training memory",
               "prefill latency", "decoding", "inference memory (prefill / decoding)", "weights on disk"]
-    cells = [[f"`{name}`", f"{row['params']:,}", _num(row["s_per_step"], 2),
+    cells = [[f"`{name}`", f"{row['params']:,.0f}", _num(row["s_per_step"], 2),
               f"{row['train_time_s'] / 60:.1f} / {row['process_time_s'] / 60:.1f} min", _mib(row["peak_train_rss"]),
               f"{row['prefill_s'] * 1e3:,.0f} ms", f"{_num(row['decode_tokens_per_s'], 1)} tokens/s",
               f"{_mib(row['prefill_memory'])} / {_mib(row['decode_memory'])}", _mib(row["disk_bytes"])]
              for name, row in rows.items()]
-    return ["## Cost", "", *table(header, cells), "", *_cost_reading(rows), ""]
+    several = any(len(row["seeds"]) > 1 for row in rows.values())
+    note = ["Means over each run's seeds.", ""] if several else []
+    return ["## Cost", "", *note, *table(header, cells), "", *_cost_reading(rows), ""]
 
 
-def _protocol(result: dict, tasks: list[str]) -> list[str]:
+def _protocol(result: dict, tasks: list[str], seeds: list[int]) -> list[str]:
     config, inf = result["run_info"]["config"], result["inference_info"]
     train, data = config["train"], config["data"]
     downstream = result["eval_info"]["downstream"]
@@ -191,8 +299,9 @@ def _protocol(result: dict, tasks: list[str]) -> list[str]:
         "## Protocol", "",
         f"- **Model and data**: `{config['model']['name']}` (runs chained with `init_from` start from the earlier "
         f"run's export), tuned on `{data['task']}` with sequences up to {data['max_length']} tokens, loss on response "
-        f"tokens only; {train['steps']} steps of batch {train['batch_size']}, lr {train['lr']}, seed {train['seed']}, "
-        f"torch threads: {train.get('threads') or 'all'}. Every run uses the same data order and seed.",
+        f"tokens only; {train['steps']} steps of batch {train['batch_size']}, lr {train['lr']} (unless a run changes "
+        f"it), seeds {', '.join(map(str, seeds))}, torch threads: {train.get('threads') or 'all'}. Runs of the same "
+        "seed share the data order; the seed also draws the calibration batches of a cut.",
         f"- **Held-out loss**: mean cross-entropy per response token on the {result['eval_info']['final'].get('n')} "
         "held-out records of the instruction set (a seeded split), and its perplexity, after the last step.",
         f"- **Multiple choice**: zero-shot, `aptune eval` on each export; options scored by the log-likelihood of "
@@ -290,9 +399,10 @@ def _runs_section(runs: dict[str, dict], runs_dir: Path) -> list[str]:
     return lines + [""]
 
 
-def _write_csv(path: Path, rows: dict[str, dict]) -> None:
-    keys = list(dict.fromkeys(k for row in rows.values() for k in row))
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    """One line per run and seed."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
-        writer.writerows(rows.values())
+        writer.writerows(rows)

@@ -1,4 +1,4 @@
-"""``aptune ablate PLAN [--profile quick] [--runs-dir DIR] [--only name,...]``: run an ablation plan.
+"""``aptune ablate PLAN [--profile quick] [--runs-dir DIR] [--only name,...] [--seeds 42,43]``: run an ablation plan.
 
 Every run (variant × task × seed) trains in its own process and its exported model is timed in others;
 one result JSON per run lands in ``RUNS_DIR/results``. When the command is run again, finished runs whose
@@ -9,6 +9,7 @@ config), failed ones are retried. ``aptune report RUNS_DIR`` turns the results i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 NAME = "ablate"
@@ -21,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs-dir", default=None,
                         help="where runs and results go (default: runs/ablations/<plan>-<profile>)")
     parser.add_argument("--only", default=None, help="comma-separated run names to do (default: all)")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated seeds to run instead of the profile's (e.g. 42,43,44)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their overrides, run nothing")
 
 
@@ -29,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from aptune.ablation.runner import run_plan
 
     plan = load_plan(args.plan, args.profile)
+    if args.seeds:
+        plan = dataclasses.replace(plan, seeds=_seeds(args.seeds))
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
     runs_dir = Path(args.runs_dir or Path("runs") / "ablations" / f"{plan.name}-{plan.profile}")
     specs = plan.expand(only)
@@ -43,6 +48,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"failed runs (see their result JSON and run logs): {', '.join(failed)}")
     print(f"report: aptune report {runs_dir}")
     return 1 if failed else 0
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(word) for word in text.split(",") if word.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds takes comma-separated integers (e.g. 42,43,44), got {text!r}") from None
+    if not seeds:
+        raise ValueError(f"--seeds names no seed: {text!r}; give e.g. 42,43,44")
+    return seeds
 
 
 def _dry_run(plan, specs) -> int:

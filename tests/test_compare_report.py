@@ -1,0 +1,87 @@
+"""The decoder comparison report over several seeds: means with 95% t-intervals, runs paired with lora by seed.
+
+The fixture is the committed comparison (results/llama/results, one seed) with each run copied to two more
+seeds whose scores are shifted by known amounts, so every number the report prints can be recomputed with
+scipy from the shifted values.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from aptune.ablation.compare_report import write_comparison_report
+
+COMMITTED = Path("results/llama/results")
+SHIFT = {42: 0.0, 43: 0.02, 44: -0.01}  # added to every multiple-choice score of apt (lora: half of it)
+LOSS_SHIFT = {42: 0.0, 43: 0.15, 44: 0.05}  # added to apt's held-out loss (lora: none)
+
+
+def _seeded(result: dict, seed: int, score_shift: float, loss_shift: float) -> dict:
+    result = copy.deepcopy(result)
+    info = result["run_info"]
+    info["seed"], info["name"] = seed, info["name"].replace("seed42", f"seed{seed}")
+    info["config"]["train"]["seed"] = seed
+    for task in result["eval_info"]["downstream"]:
+        task["acc"] += score_shift
+        task["acc_norm"] += score_shift
+    result["eval_info"]["final"]["eval_loss"] += loss_shift
+    return result
+
+
+@pytest.fixture()
+def three_seeds(tmp_path):
+    folder = tmp_path / "runs" / "results"
+    folder.mkdir(parents=True)
+    for name, score_factor, loss_factor in (("lora", 0.5, 0.0), ("apt", 1.0, 1.0), ("base", 0.0, 0.0)):
+        result = json.loads((COMMITTED / f"{name}__alpaca__seed42.json").read_text())
+        seeds = SHIFT if name != "base" else {42: 0.0}  # base: one seed only
+        for seed in seeds:
+            shifted = _seeded(result, seed, score_factor * SHIFT[seed], loss_factor * LOSS_SHIFT[seed])
+            (folder / f"{shifted['run_info']['name']}.json").write_text(json.dumps(shifted))
+    return tmp_path / "runs"
+
+
+def _avg(result: dict) -> float:
+    return statistics.fmean(t["acc"] for t in result["eval_info"]["downstream"])
+
+
+def _half_width(values: list[float]) -> float:
+    return stats.t.ppf(0.975, len(values) - 1) * stats.sem(values)
+
+
+def test_several_seeds_give_means_intervals_and_pairs_with_lora(three_seeds, tmp_path):
+    report = write_comparison_report(three_seeds, tmp_path / "out").read_text()
+    lora = json.loads((COMMITTED / "lora__alpaca__seed42.json").read_text())
+    apt = json.loads((COMMITTED / "apt__alpaca__seed42.json").read_text())
+    apt_avgs = [_avg(apt) + SHIFT[s] for s in SHIFT]
+    lora_avgs = [_avg(lora) + 0.5 * SHIFT[s] for s in SHIFT]
+    apt_losses = [apt["eval_info"]["final"]["eval_loss"] + LOSS_SHIFT[s] for s in SHIFT]
+
+    # the quality table: means ± 95% t half-widths over the three seeds; base, with one seed, its value and se
+    row = next(line for line in report.splitlines() if line.startswith("| `apt` | 42, 43, 44 |"))
+    assert f"**{statistics.fmean(apt_avgs):.3f}** ± {_half_width(apt_avgs):.3f}" in row
+    assert f"{statistics.fmean(apt_losses):.3f} ± {_half_width(apt_losses):.3f}" in row
+    assert "(se)" in next(line for line in report.splitlines() if line.startswith("| `base` | 42 |"))
+
+    # paired with lora by seed: differences and per-seed shares, each with its interval and the words it backs
+    paired = next(line for line in report.splitlines() if line.startswith("| `apt` | 3 |"))
+    loss_diffs = [x - lora["eval_info"]["final"]["eval_loss"] for x in apt_losses]
+    assert f"{statistics.fmean(loss_diffs):+.3f} ± {_half_width(loss_diffs):.3f}: worse" in paired
+    acc_diffs = [100 * (a - b) for a, b in zip(apt_avgs, lora_avgs)]
+    assert f"{statistics.fmean(acc_diffs):+.1f} ± {_half_width(acc_diffs):.1f}" in paired
+    share = [a / b for a, b in zip(apt_avgs, lora_avgs)]
+    assert f"{100 * statistics.fmean(share):.1f}% ± {100 * _half_width(share):.1f}" in paired
+    assert "| `base` | 1 |" not in report  # one seed shared with lora: no pair to build an interval from
+
+    # runs.csv: one line per run and seed
+    with (tmp_path / "out" / "runs.csv").open() as f:
+        lines = list(csv.DictReader(f))
+    assert sorted((r["run"], r["seed"]) for r in lines) == sorted(
+        [(n, str(s)) for n in ("lora", "apt") for s in SHIFT] + [("base", "42")])
