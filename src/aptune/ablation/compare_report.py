@@ -26,7 +26,7 @@ from pathlib import Path
 
 from aptune.ablation.plots import pyplot
 from aptune.ablation.results import failed, finished, load_results, provenance, report_folder
-from aptune.ablation.stats import Stat, interval_side, t_half_width
+from aptune.ablation.stats import Stat, interval_side
 from aptune.ablation.tables import failed_runs_table, table
 
 REFERENCE = "lora"  # the denominator of "share of lora's average score"
@@ -109,8 +109,8 @@ def mean_row(rows_by_seed: dict[int, dict]) -> dict:
         if any(v is None for v in values) or len(set(values)) == 1:
             row[key] = None if any(v is None for v in values) else value
             continue
-        row[key] = statistics.fmean(values)
-        row["half_width"][key] = t_half_width(values)
+        stat = Stat.of(values)
+        row[key], row["half_width"][key] = stat.mean, stat.half_width
     return row
 
 
@@ -184,7 +184,8 @@ def write_comparison_report(runs_dir: str | Path, out_dir: str | Path | None = N
         lines += _quality_section(rows, tasks) + _paired_section(seed_rows) + _cost_section(rows)
         plot_score_vs_latency(rows, out / "score_vs_latency.png")
         lines += ["![average multiple-choice acc against prefill latency](score_vs_latency.png)", ""]
-        lines += _generations(of_seed_first(runs)) + _runs_section(of_seed_first(runs), runs_dir)
+        first_seed = of_seed_first(runs)
+        lines += _generations(first_seed) + _runs_section(first_seed, runs_dir)
     if failed_runs:
         lines += failed_runs_table(failed_runs)
     report = out / "report.md"
@@ -210,11 +211,14 @@ def _quality_section(rows: dict[str, dict], tasks: list[str]) -> list[str]:
               *[f"{_pm(row, f'{t}_acc')} / {_pm(row, f'{t}_acc_norm')}" for t in tasks], _avg_cell(row),
               _pm(row, "avg_acc_norm"), f"{_pct(acc_share[name])} / {_pct(norm_share[name])}"]
              for name, row in rows.items()]
-    several = any(len(row["seeds"]) > 1 for row in rows.values())
     note = (["A run with several seeds shows the mean over its seeds ± the half-width of the 95% t-interval "
              "(t(0.975, n−1)·sd/√n); a run with one seed shows its value, and its avg acc the standard error of "
-             "that one average. Shares are of the means.", ""] if several else [])
+             "that one average. Shares are of the means.", ""] if _several_seeds(rows) else [])
     return ["## Quality", "", *note, *table(header, cells), "", *_shares_reading(rows, acc_share, norm_share), ""]
+
+
+def _several_seeds(rows: dict[str, dict]) -> bool:
+    return any(len(row["seeds"]) > 1 for row in rows.values())
 
 
 def _pm(row: dict, key: str, digits: int = 3) -> str:
@@ -283,8 +287,7 @@ def _cost_section(rows: dict[str, dict]) -> list[str]:
               f"{row['prefill_s'] * 1e3:,.0f} ms", f"{_num(row['decode_tokens_per_s'], 1)} tokens/s",
               f"{_mib(row['prefill_memory'])} / {_mib(row['decode_memory'])}", _mib(row["disk_bytes"])]
              for name, row in rows.items()]
-    several = any(len(row["seeds"]) > 1 for row in rows.values())
-    note = ["Means over each run's seeds.", ""] if several else []
+    note = ["Means over each run's seeds.", ""] if _several_seeds(rows) else []
     return ["## Cost", "", *note, *table(header, cells), "", *_cost_reading(rows), ""]
 
 
