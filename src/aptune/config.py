@@ -51,6 +51,9 @@ class DataConfig:
     input_field: str = "input"
     output_field: str = "output"
     messages_field: str | None = None  # chat records instead: a list of {role, content}; loss on the last answer
+    # Instruction data: an Alpaca-format file whose outputs replace the training records' (same instruction and
+    # input), e.g. the model's own answers from `aptune generate`; the held-out records keep the data's own.
+    train_responses: str | None = None
 
 
 @dataclass
@@ -168,6 +171,9 @@ class RunConfig:
         if self.data.eval_file and not self.data.train_file:
             raise ValueError(f"data.eval_file={self.data.eval_file!r} needs data.train_file (the training data of "
                              "the same table); GLUE tasks (data.task) bring their own dev set")
+        if self.data.train_responses and self.model.head != "causal-lm":
+            raise ValueError(f"data.train_responses={self.data.train_responses!r} replaces the answers of "
+                             f"instruction data, which needs model.head=causal-lm (got {self.model.head!r})")
         if self.adapter.train_base and self.model.dtype in ("bfloat16", "float16"):
             raise ValueError(f"adapter.train_base=true (full fine-tuning) trains every weight, which needs float32 "
                              f"master weights; set model.dtype=float32 (got {self.model.dtype})")
@@ -226,6 +232,7 @@ _RULES: dict[str, _Rule] = {
     "data.input_field": _NON_EMPTY,
     "data.output_field": _NON_EMPTY,
     "data.messages_field": _NON_EMPTY,
+    "data.train_responses": _NON_EMPTY,
     "adapter.targets": (f"be a list of {', '.join(ADAPTER_ROLES)}", lambda v: set(v) <= set(ADAPTER_ROLES)),
     "adapter.rank": _AT_LEAST_0,
     "adapter.scaling": _POSITIVE,

@@ -43,3 +43,47 @@ def greedy_answers(model, tokenizer, instructions: list[str], max_new_tokens: in
                         "answer": tokenizer.decode(new, skip_special_tokens=True).strip(),
                         "new_tokens": int(new.numel())})
     return answers
+
+
+
+@torch.inference_mode()
+def batched_greedy_outputs(model, tokenizer, records: list[InstructionRecord], max_length: int = 256,
+                           batch_size: int = 32, prompt_style: str = "auto", progress=None) -> list[str]:
+    """The model's greedy answer to each record's prompt (instruction and input), in the records' order.
+
+    Sequence-level distillation data for hundreds of records, so batched: prompts are sorted by length and
+    left-padded, so a batch wastes little on padding. An answer stops at the end-of-sequence token or when
+    prompt and answer fill ``max_length`` tokens, the length training reads (``data.max_length``): an answer
+    cut there is cut by the training tokenizer at the same place, so it is never taught to end early. The
+    result is deterministic for a given ``batch_size`` (padding changes float sums, so another batch size may
+    flip a near-tie). ``progress(done, total)`` is called after each batch.
+    """
+    if batch_size < 1 or max_length < 2:
+        raise ValueError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size} and {max_length}")
+    device = next(model.parameters()).device
+    prompts = [format_prompt_and_response(record, tokenizer, prompt_style)[0] for record in records]
+    encoded = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+    order = sorted(range(len(records)), key=lambda index: len(encoded[index]))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    outputs: list[str] = [""] * len(records)  # a prompt that fills max_length alone gets no answer
+    for start in range(0, len(order), batch_size):
+        batch = [index for index in order[start:start + batch_size] if len(encoded[index]) < max_length]
+        if batch:
+            _answer_batch(model, tokenizer, batch, encoded, max_length, pad_id, outputs, device)
+        if progress is not None:
+            progress(min(start + batch_size, len(order)), len(order))
+    return outputs
+
+
+def _answer_batch(model, tokenizer, batch, encoded, max_length, pad_id, outputs, device) -> None:
+    """Greedy answers of one left-padded batch, written into ``outputs`` (each trimmed to its own room)."""
+    width = max(len(encoded[index]) for index in batch)
+    pads = [width - len(encoded[index]) for index in batch]
+    ids = torch.tensor([[pad_id] * pad + encoded[index] for pad, index in zip(pads, batch)], device=device)
+    mask = torch.tensor([[0] * pad + [1] * len(encoded[index]) for pad, index in zip(pads, batch)], device=device)
+    room = max_length - min(len(encoded[index]) for index in batch)
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=room, do_sample=False,
+                         pad_token_id=pad_id)
+    for row, index in enumerate(batch):
+        new = out[row, width:width + max_length - len(encoded[index])]
+        outputs[index] = tokenizer.decode(new, skip_special_tokens=True).strip()

@@ -1,0 +1,81 @@
+"""``aptune generate``: a model's own greedy answers to instruction records, written as Alpaca records.
+
+Examples::
+
+    aptune generate --model smollm2-135m --data alpaca --output answers.jsonl --max-length 256
+    aptune train --config configs/smollm2/alpaca.yaml data.train_responses=answers.jsonl
+
+The answers are recovery data that needs nothing beyond the model itself: a pruned model tuned on the dense
+model's answers learns to say what the dense model said (sequence-level distillation, without a teacher in the
+training loop). ``data.train_responses`` swaps them in for the training records' outputs, matched by
+instruction and input; the held-out records keep the data set's own answers, so the held-out loss is measured
+as before. Each line of the output has ``instruction``, ``input``, ``output`` (the model's answer) and
+``dataset_output`` (the record's own); ``OUTPUT.meta.json`` says which model, settings and commit made it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+NAME = "generate"
+HELP = "write a model's own greedy answers to instruction records (recovery data: data.train_responses)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="short name (smollm2-135m), an aptune export or HF model folder, or a hub id")
+    parser.add_argument("--data", default="alpaca",
+                        help="'alpaca' (the shared Alpaca-format set) or a JSON / JSONL file of Alpaca records")
+    parser.add_argument("--output", type=Path, required=True, help="JSON Lines file to write")
+    parser.add_argument("--max-length", type=int, default=256,
+                        help="prompt + answer in tokens: the data.max_length of the training that reads them")
+    parser.add_argument("--batch-size", type=int, default=32, help="prompts per generate call")
+    parser.add_argument("--limit", type=int, help="the first N records only (a quick look)")
+    parser.add_argument("--data-dir", type=Path, help="data folder holding alpaca/ (default: as aptune train)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1... (default: cuda when available)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from aptune.commands.eval import _device
+    from aptune.data.instruct import load_instruction_records
+    from aptune.eval.generate import batched_greedy_outputs
+    from aptune.models import load_model, load_tokenizer
+    from aptune.provenance import meta_info
+
+    if args.batch_size < 1 or args.max_length < 2 or (args.limit is not None and args.limit < 1):
+        raise ValueError("--batch-size and --limit must be >= 1, --max-length >= 2")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    records, source = load_instruction_records(args.data, args.data_dir)  # bad data fails before the model loads
+    records = records[:args.limit] if args.limit else records
+    tokenizer = load_tokenizer(args.model)
+    model = load_model(args.model, head="causal-lm", dtype=getattr(torch, args.dtype)).to(_device(args.device))
+    model.eval()
+    started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - started
+        print(f"generate {done}/{total} records, {elapsed / 60:.1f} min", flush=True)
+
+    outputs = batched_greedy_outputs(model, tokenizer, records, args.max_length, args.batch_size,
+                                     progress=progress)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with args.output.open("w") as handle:
+        for record, output in zip(records, outputs):
+            line = {"instruction": record.instruction, "input": record.input, "output": output,
+                    "dataset_output": record.output}
+            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+    meta = {"model": str(args.model), "data": str(args.data), "source": f"{source.kind}: {source.location}",
+            "records": len(records),
+            "max_length": args.max_length, "batch_size": args.batch_size, "dtype": args.dtype,
+            "seconds": round(time.perf_counter() - started, 1), "meta": meta_info()}
+    Path(f"{args.output}.meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {args.output} ({len(records)} records) and {args.output}.meta.json")
+    return 0
