@@ -92,9 +92,12 @@ def test_train_responses_replace_training_outputs_and_leave_the_held_out_split(t
     assert task.train == swapped.train and task.eval == plain.eval
 
 
-def test_train_responses_is_refused_for_a_classifier():
+def test_train_responses_is_refused_for_a_classifier_and_for_chat_records():
     with pytest.raises(ValueError, match="data.train_responses=.*needs model.head=causal-lm"):
         load_config("configs/minilm/sst2.yaml", ["data.train_responses=answers.jsonl"])
+    with pytest.raises(ValueError, match="data.train_responses=.*chat records"):
+        load_config("configs/smollm2/alpaca.yaml",
+                    ["data.train_responses=answers.jsonl", "data.messages_field=messages"])
 
 
 def test_generate_command_writes_answers_a_training_run_can_read(tmp_path):

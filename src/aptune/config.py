@@ -174,6 +174,10 @@ class RunConfig:
         if self.data.train_responses and self.model.head != "causal-lm":
             raise ValueError(f"data.train_responses={self.data.train_responses!r} replaces the answers of "
                              f"instruction data, which needs model.head=causal-lm (got {self.model.head!r})")
+        if self.data.train_responses and self.data.messages_field:
+            raise ValueError(f"data.train_responses={self.data.train_responses!r} replaces the output field of "
+                             f"Alpaca records; chat records (data.messages_field={self.data.messages_field!r}) "
+                             "carry their answer in the conversation: put the new answers there instead")
         if self.adapter.train_base and self.model.dtype in ("bfloat16", "float16"):
             raise ValueError(f"adapter.train_base=true (full fine-tuning) trains every weight, which needs float32 "
                              f"master weights; set model.dtype=float32 (got {self.model.dtype})")

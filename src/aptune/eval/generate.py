@@ -45,7 +45,6 @@ def greedy_answers(model, tokenizer, instructions: list[str], max_new_tokens: in
     return answers
 
 
-
 @torch.inference_mode()
 def batched_greedy_outputs(model, tokenizer, records: list[InstructionRecord], max_length: int = 256,
                            batch_size: int = 32, prompt_style: str = "auto", progress=None) -> list[str]:
