@@ -69,18 +69,10 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")).strip("_") or "model"
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _load(args, head: str):
     import torch
 
-    from aptune.models import load_model, load_tokenizer
+    from aptune.models import load_model, load_tokenizer, resolve_device
 
     # one invocation may need the same model twice (multiple choice, then --prompts): load it once
     loaded = vars(args).setdefault("_loaded", {})
@@ -88,7 +80,7 @@ def _load(args, head: str):
         tokenizer = load_tokenizer(args.model)
         model = load_model(args.model, head=head, dtype=getattr(torch, args.dtype))
         _warn_if_untrained(args, model)
-        loaded[head] = model.to(_device(args.device)), tokenizer
+        loaded[head] = model.to(resolve_device(args.device)), tokenizer
     return loaded[head]
 
 

@@ -43,10 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from aptune.commands.eval import _device
     from aptune.data.instruct import load_instruction_records
     from aptune.eval.generate import batched_greedy_outputs
-    from aptune.models import load_model, load_tokenizer
+    from aptune.models import load_model, load_tokenizer, resolve_device
     from aptune.provenance import meta_info
 
     if args.batch_size < 1 or args.max_length < 2 or (args.limit is not None and args.limit < 1):
@@ -56,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     records, source = load_instruction_records(args.data, args.data_dir)  # bad data fails before the model loads
     records = records[:args.limit] if args.limit else records
     tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model, head="causal-lm", dtype=getattr(torch, args.dtype)).to(_device(args.device))
+    model = load_model(args.model, head="causal-lm", dtype=getattr(torch, args.dtype)).to(resolve_device(args.device))
     model.eval()
     started = time.perf_counter()
 

@@ -141,6 +141,13 @@ def resolve_dtype(name: str | None, on_gpu: bool | None = None, full_precision: 
     return getattr(torch, name)
 
 
+def resolve_device(name: str) -> torch.device:
+    """The torch device of a ``--device`` name: ``auto`` is the GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def auto_class(head: str):
     """The ``transformers`` Auto class that loads a model with ``head``."""
     import transformers
