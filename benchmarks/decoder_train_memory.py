@@ -7,10 +7,12 @@ and of a training step after the cut and after rank growth, on the same worst-ca
 Each variant is a config and overrides, as ``aptune train`` takes them (model.dtype=float32 for all), run in its
 own process. The cut is the one ``aptune train`` makes: salience from the config's calibration batches of the
 real training data (same loader and seed). The measured batch is ``train.batch_size`` x ``data.max_length``
-random tokens, every position labelled: no training batch is longer, so it bounds every step of a run from above
-(real batches are shorter and padded to their longest record). Rank growth is moved to step 2 of 4 (one growth
-step to the full budget, ``rank.budget_ratio``), so the steps after it hold the largest adapters and their AdamW
-moments, as the last steps of a run do.
+random tokens, every position labelled but the last row's last one, which is padding. No training batch is
+longer, and one with padding (the collator pads to a batch's longest record, so nearly every batch has some)
+keeps about 4 MiB more per layer for backward than one without (the attention takes its masked path), so this
+batch bounds every step of a run from above. Rank growth is moved to step 2 of 4 (one growth step to the full
+budget, ``rank.budget_ratio``), so that the steps after it hold the largest adapters and their AdamW moments, as
+the last steps of a run do.
 
 Counted with ``aptune.bench.memory`` (parameters + gradients + AdamW moments + activations autograd saves for
 backward); a calibration pass has no gradients or optimizer state (APT.calibrate freezes the adapters). The
@@ -58,7 +60,9 @@ MIB = 2**20
 def worst_case_batch(config, vocab: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (config.train.batch_size, config.data.max_length), generator=g)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+    mask, labels = torch.ones_like(ids), ids.clone()
+    mask[-1, -1], labels[-1, -1] = 0, -100  # one padding position: the masked attention path real batches take
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 def calibration_pass_bytes(config, task, batch) -> int:
