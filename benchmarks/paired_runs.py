@@ -3,11 +3,13 @@ recipe's paired difference to the first (same seed) with its interval (issue 13:
 the default of configs/smollm2/; issue 11: which self-distillation setting pays on the main recipe).
 
 Each recipe is a list of finished runs, one per seed: ``aptune train`` run folders (the seed is read from the
-run's ``config.yaml``) or result JSONs of ``aptune ablate`` (``results/ablation-standard/results/*.json``), mixed
-as needed. Metrics: the run's primary dev metric at the end and at every evaluation (``held-out loss`` for
-language models, else ``dev <metric>``), the best after the last pruning step and the value right after it
-(pruning accuracy) where the run has them, and, when a run folder holds the ``aptune eval`` record named by
-``--mc`` (default ``mc.json``), every multiple-choice task's acc / acc_norm and their average over tasks.
+run's ``config.yaml``), their committed records (``benchmarks/run_record.py``, e.g.
+``results/llama/recovery/seeds/*.json``) or result JSONs of ``aptune ablate``
+(``results/ablation-standard/results/*.json``), mixed as needed. Metrics: the run's primary dev metric at the end
+and at every evaluation (``held-out loss`` for language models, else ``dev <metric>``), the best after the last
+pruning step and the value right after it (pruning accuracy) where the run has them, and, when the run has an
+``aptune eval`` record (``--mc``: ``mc.json`` inside a run folder, ``NAME.mc.json`` beside a record), every
+multiple-choice task's acc / acc_norm and their average over tasks.
 Losses are better lower, the rest higher.
 
     python benchmarks/paired_runs.py \\
@@ -48,12 +50,10 @@ def lower_is_better(metric: str) -> bool:
     return "loss" in metric
 
 
-def run_metrics(run: Path, mc_name: str) -> dict[str, float]:
-    """The metrics of one finished run folder, by name."""
-    summary = json.loads((run / "summary.json").read_text())
-    metrics = dev_metrics(summary.get("primary_metric", "eval_loss"), summary["final"], summary["history"],
+def run_metrics(summary: dict, history: list[dict], mc_file: Path) -> dict[str, float]:
+    """The metrics of one finished run (its summary and evaluations), with its multiple-choice record if any."""
+    metrics = dev_metrics(summary.get("primary_metric", "eval_loss"), summary["final"], history,
                           summary.get("best_after_pruning"), summary.get("pruning_accuracy"))
-    mc_file = run / mc_name
     if mc_file.is_file():
         tasks = json.loads(mc_file.read_text())["results"]
         for task in tasks:
@@ -69,31 +69,37 @@ def seed_of(run: Path) -> int:
     return int(config["train"]["seed"])
 
 
-def ablation_result(path: Path) -> tuple[int, dict[str, float]]:
-    """(seed, metrics) of one ``aptune ablate`` result JSON."""
+def result_file(path: Path, mc_name: str) -> tuple[int, dict[str, float]]:
+    """(seed, metrics) of a run record of ``benchmarks/run_record.py`` (its eval record beside it as
+    ``NAME.mc.json``) or of an ``aptune ablate`` result JSON."""
     try:
         record = json.loads(path.read_text())
+        if {"final", "evals", "config"} <= record.keys():
+            mc_file = path.with_name(f"{path.stem}.{mc_name}")
+            return int(record["config"]["train"]["seed"]), run_metrics(record, record["evals"], mc_file)
         run, train, dev = record["run_info"], record["train_info"], record["eval_info"]
-    except (ValueError, KeyError, TypeError):
-        raise SystemExit(f"{path}: not a result JSON of aptune ablate (run_info, train_info, eval_info)") from None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise SystemExit(f"{path}: neither a run record of benchmarks/run_record.py (final, evals, config) nor a "
+                         "result JSON of aptune ablate (run_info, train_info, eval_info)") from None
     return int(run["seed"]), dev_metrics(dev["primary_metric"], dev["final"], train["curve"],
                                          dev.get("best_after_pruning"), train.get("pruning_accuracy"))
 
 
 def load_run(run: Path, mc_name: str) -> tuple[int, dict[str, float]]:
-    """(seed, metrics) of a finished run folder or an ablation result JSON."""
+    """(seed, metrics) of a finished run folder, a run record or an ablation result JSON."""
     if run.is_file():
-        return ablation_result(run)
+        return result_file(run, mc_name)
     if not (run / "summary.json").is_file():
         raise SystemExit(f"{run}: no summary.json (not a finished aptune train run folder) and not a result JSON")
-    return seed_of(run), run_metrics(run, mc_name)
+    summary = json.loads((run / "summary.json").read_text())
+    return seed_of(run), run_metrics(summary, summary["history"], run / mc_name)
 
 
 def load_recipe(spec: str, mc_name: str) -> tuple[str, dict[int, dict[str, float]]]:
     """``NAME=RUN,RUN,...`` -> (name, {seed: metrics})."""
     name, sep, runs = spec.partition("=")
     if not sep or not runs:
-        raise SystemExit(f"recipe {spec!r}: write NAME=RUN[,RUN...] (run folders or ablation result JSONs)")
+        raise SystemExit(f"recipe {spec!r}: write NAME=RUN[,RUN...] (run folders, run records or ablation result JSONs)")
     by_seed: dict[int, dict[str, float]] = {}
     for run in (Path(r) for r in runs.split(",")):
         seed, metrics = load_run(run, mc_name)
@@ -164,8 +170,8 @@ def markdown(table: dict, recipes: list[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("recipes", nargs="+",
-                        help="NAME=RUN[,RUN...] (run folders or ablation result JSONs); the first is the reference")
-    parser.add_argument("--mc", default="mc.json", help="aptune eval record inside each run folder")
+                        help="NAME=RUN[,RUN...] (run folders, run records or ablation result JSONs); the first is the reference")
+    parser.add_argument("--mc", default="mc.json", help="aptune eval record inside each run folder (NAME.mc.json beside a record)")
     parser.add_argument("--json", type=Path, help="write the table (values by seed, intervals) here")
     parser.add_argument("--markdown", type=Path, help="write the markdown table here")
     args = parser.parse_args(argv)

@@ -129,5 +129,47 @@ def test_accuracy_runs_from_ablation_results_and_run_folders_pair_by_seed_higher
                           "dev accuracy right after the last pruning step", "dev accuracy at step 500"}
 
     (tmp_path / "bad.json").write_text(json.dumps({"final": {}}))
-    with pytest.raises(SystemExit, match="bad.json: not a result JSON of aptune ablate"):
+    with pytest.raises(SystemExit, match="bad.json: neither a run record"):
         paired_runs.main([f"apt={tmp_path / 'bad.json'}", "new=" + ",".join(variant)])
+
+
+def _run_record_module():
+    path = Path(__file__).parents[1] / "benchmarks/run_record.py"
+    spec = importlib.util.spec_from_file_location("run_record", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_run_records_compare_as_their_run_folders_do(tmp_path):
+    """benchmarks/run_record.py condenses a run folder (its eval record beside it as NAME.mc.json); the records
+    give paired_runs the same table as the folders, so committed results stay comparable without the folders."""
+    paired_runs, run_record = _module(), _run_record_module()
+    mc = [("arc-easy", 0.41, 0.25), ("sciq", 0.52, 0.25)]
+    folders = {name: [_run(tmp_path / f"{name}-{s}", s, [3.0, 2.4 + d + s / 1000], mc) for s in (42, 43, 44)]
+               for name, d in (("base", 0.3), ("new", 0.0))}
+    with (Path(folders["new"][0]) / "metrics.jsonl").open("w") as f:
+        f.write(json.dumps({"event": "prune", "step": 1, "k": 1, "removed": {"heads": 2}, "ranks": {"q": 8}}) + "\n")
+    records = {}
+    for name, runs in folders.items():
+        records[name] = []
+        for run in runs:
+            out = tmp_path / "records" / f"{Path(run).name}.json"
+            run_record.main([run, "--name", name, "--command", "aptune train ...", "--out", str(out)])
+            assert out.with_suffix(".mc.json").read_text() == (Path(run) / "mc.json").read_text()
+            records[name].append(str(out))
+    first = json.loads((tmp_path / "records/new-42.json").read_text())
+    assert first["pruning_steps"] == [{"step": 1, "k": 1, "removed": {"heads": 2}}]  # ranks left out
+    assert first["config"] == {"train": {"seed": 42}} and first["command"] == "aptune train ..."
+
+    tables = []
+    for source in (folders, records):
+        out = tmp_path / f"table-{len(tables)}.json"
+        paired_runs.main([f"{name}=" + ",".join(runs) for name, runs in source.items()] + ["--json", str(out)])
+        tables.append(json.loads(out.read_text())["table"])
+    assert tables[0] == tables[1]
+    assert tables[1]["held-out loss"]["paired"]["new"]["mean"] == pytest.approx(-0.3)
+    assert tables[1]["MC average acc"]["recipes"]["new"]["mean"] == pytest.approx(0.465)
+
+    with pytest.raises(SystemExit, match="no summary.json or config.yaml"):
+        run_record.main([str(tmp_path / "records"), "--name", "x", "--command", "c", "--out", str(tmp_path / "x.json")])
