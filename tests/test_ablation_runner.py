@@ -1,10 +1,12 @@
 """The ablation runner on a tiny random BERT: a variant with the same resolved config as another trains once and
 is reported under both names; every export is timed side by side in one process; each result carries its
-deterministic memory measures and its time to 97% of full fine-tuning."""
+deterministic memory measures and its time to 97% of full fine-tuning; a run whose export is not on this machine
+is left out of the timing and named."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import yaml
 
@@ -75,3 +77,13 @@ def test_same_config_trains_once_exports_are_timed_side_by_side_and_results_carr
     assert main(["ablate", str(plan), "--runs-dir", str(runs)]) == 0  # everything is skipped, timings reused
     again_out = capsys.readouterr().out
     assert "skipped" in again_out and "side by side" not in again_out
+
+    # a result copied over from another machine comes without its export: the timing leaves that run out and
+    # names it, and its result keeps the timing it had
+    shutil.rmtree(ft["train_info"]["export"])
+    assert main(["ablate", str(plan), "--runs-dir", str(runs)]) == 0
+    assert "not timed side by side (export not on this machine): full_finetune__sst2__seed7" in capsys.readouterr().out
+    after = {p.stem: json.loads(p.read_text()) for p in (runs / "results").glob("*.json")}
+    for name in ("apt__sst2__seed7", "apt_again__sst2__seed7"):
+        assert after[name]["inference_info"]["side_by_side"]["runs"] == ["apt__sst2__seed7"]
+    assert after["full_finetune__sst2__seed7"]["inference_info"]["side_by_side"] == ft["inference_info"]["side_by_side"]

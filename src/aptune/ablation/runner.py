@@ -379,11 +379,18 @@ def _copy_of(result: dict, spec: RunSpec) -> dict:
 # ------------------------------------------------------------------------------------ after the runs
 def time_side_by_side(plan: Plan, runs_dir: Path, results: list[dict], echo: Callable[..., None] = print) -> None:
     """Time every finished export of each task in one process, interleaved (``aptune bench``), per batch size,
-    and put the numbers into each result's ``inference_info.side_by_side``."""
+    and put the numbers into each result's ``inference_info.side_by_side``.
+
+    A finished run whose export is not on this machine (its result was copied from another) is left out and
+    named; its result keeps what it had."""
     inf = plan.inference
     for task in sorted({r["run_info"]["task"] for r in results}):
-        owners = [r for r in results if r["run_info"]["task"] == task and r["run_info"]["status"] == "ok"
-                  and not r["run_info"].get("same_run_as") and r.get("train_info")]
+        finished = [r for r in results if r["run_info"]["task"] == task and r["run_info"]["status"] == "ok"
+                    and not r["run_info"].get("same_run_as") and r.get("train_info")]
+        owners = [r for r in finished if Path(r["train_info"]["export"]).is_dir()]
+        if len(owners) < len(finished):
+            away = ", ".join(r["run_info"]["name"] for r in finished if r not in owners)
+            echo(f"not timed side by side (export not on this machine): {away}", flush=True)
         if len(owners) < 1:
             continue
         timings = {}
