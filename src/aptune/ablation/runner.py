@@ -387,10 +387,10 @@ def time_side_by_side(plan: Plan, runs_dir: Path, results: list[dict], echo: Cal
     for task in sorted({r["run_info"]["task"] for r in results}):
         finished = [r for r in results if r["run_info"]["task"] == task and r["run_info"]["status"] == "ok"
                     and not r["run_info"].get("same_run_as") and r.get("train_info")]
-        owners = [r for r in finished if Path(r["train_info"]["export"]).is_dir()]
-        if len(owners) < len(finished):
-            away = ", ".join(r["run_info"]["name"] for r in finished if r not in owners)
-            echo(f"not timed side by side (export not on this machine): {away}", flush=True)
+        away = [r["run_info"]["name"] for r in finished if not Path(r["train_info"]["export"]).is_dir()]
+        if away:
+            echo(f"not timed side by side (export not on this machine): {', '.join(away)}", flush=True)
+        owners = [r for r in finished if r["run_info"]["name"] not in away]
         if len(owners) < 1:
             continue
         timings = {}
