@@ -60,6 +60,17 @@ def test_bench_times_prefill_and_decoding_of_causal_lms(tmp_path):
         assert row["tokens_per_s_ratio_to_first"] > 0
 
 
+def test_bench_loads_every_model_in_the_dtype_asked(tmp_path, capsys):
+    dense, export = _dense_and_export(tiny_llama(), tmp_path)
+    out = tmp_path / "report.json"
+    assert main(["bench", str(dense), f"apt={export}", "--head", "causal-lm", *TINY_SHAPE, "--device", "cpu",
+                 "--dtype", "bfloat16", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["dtype"] == "bfloat16" and report["machine"]["device"] == "cpu"
+    assert all(row["weight_bytes"] == 2 * row["params"] for row in report["models"].values())
+    assert ", bfloat16; batch 2 x 8" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["a=minilm", "a=minilm"], "given twice"),
     (["=minilm"], "expected NAME=MODEL"),

@@ -98,6 +98,34 @@ def test_init_from_must_name_an_earlier_run(tmp_path):
     assert not (tmp_path / "runs" / "runs").exists()
 
 
+def test_a_finished_chained_run_copied_from_another_machine_is_kept(tmp_path):
+    """lora_prune's committed mc500 result, copied to a runs folder where lora's export is missing: a re-run skips
+    it (the export path in its request is left out of the comparison) and leaves its file as it was."""
+    plan = load_plan("configs/smollm2/compare.yaml", profile="mc500")
+    (spec,) = plan.expand(["lora_prune"])
+    elsewhere = "/elsewhere/runs/mc500/runs"
+    copied = json.loads(open(f"results/llama/mc500/results/{spec.run_id}.json").read())
+    copied["run_info"]["request"] = {**spec.overrides, "model": {"name": f"{elsewhere}/{spec.variant.init_from}"
+                                                                          f"__alpaca__seed42/train/export"}}
+    copied["train_info"]["export"] = f"{elsewhere}/{spec.run_id}/train/export"
+    # what the runner adds after its runs (the committed file was written before that step)
+    copied["train_info"].update(accuracy_target=None, time_to_accuracy=None, steps_to_accuracy=None)
+    path = tmp_path / "runs" / "results" / f"{spec.run_id}.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(copied))
+    lines = []
+    (result,) = run_plan(plan, tmp_path / "runs", only=["lora_prune"], echo=lambda *a, **k: lines.append(a[0]))
+    assert result["run_info"]["status"] == "ok" and "lora_prune alpaca seed 42: skipped (finished earlier: ok" in lines[0]
+    assert json.loads(path.read_text()) == copied
+    assert not (tmp_path / "runs" / "runs").exists()  # nothing was started
+
+    # a changed request is not the same run: it is blocked by the missing export, not skipped
+    copied["run_info"]["request"]["train"] = {**copied["run_info"]["request"]["train"], "steps": 1}
+    path.write_text(json.dumps(copied))
+    (result,) = run_plan(plan, tmp_path / "runs", only=["lora_prune"], echo=lambda *a, **k: None)
+    assert result["run_info"]["failed_phase"] == "init_from"
+
+
 def test_prompts_file_and_zero_step_config_errors_name_the_fix(tmp_path):
     from aptune.config import load_config
     from aptune.eval.generate import read_prompts

@@ -16,7 +16,8 @@ For each run (``aptune.ablation.plan.RunSpec``) the runner
 
 A variant with ``init_from: <earlier variant>`` starts from that run's export (its ``model.name`` is set to
 it), e.g. prune-then-tune after LoRA; it fails with a clear error when the earlier run has not finished.
-A run whose result says ``status: ok`` and whose requested overrides are unchanged is skipped on a re-run;
+A run whose result says ``status: ok`` and whose requested overrides are unchanged (an ``init_from`` run's
+export path aside) is skipped on a re-run, also where the export it started from is missing;
 a failed run (non-zero exit, time-out) is recorded with the tail of its log and the plan goes on. Numbers
 relative to other runs (time-to-accuracy, Jaccard overlaps, deltas) are computed by ``aptune report``,
 never stored here as the only value.
@@ -285,6 +286,27 @@ def _start_from(spec: RunSpec, runs_dir: Path, plan: Plan, meta: dict) -> dict |
     return result
 
 
+def _finished(previous: dict | None, spec: RunSpec) -> bool:
+    """Whether ``previous`` is an ok result of the run ``spec`` requests now.
+
+    An ``init_from`` run's request holds the path of the export it started from (``model.name``, set by
+    :func:`_start_from`), a folder of the machine that ran it; the comparison leaves that path out, so a result
+    copied from another machine, or from another runs folder, still counts as finished.
+    """
+    if not previous or previous["run_info"]["status"] != "ok":
+        return False
+    request = previous["run_info"]["request"]
+    if spec.variant.init_from:
+        return _without_model_name(request) == _without_model_name(spec.overrides)
+    return request == spec.overrides
+
+
+def _without_model_name(request: dict) -> dict:
+    model = {k: v for k, v in request.get("model", {}).items() if k != "name"}
+    rest = {k: v for k, v in request.items() if k != "model"}
+    return {**rest, "model": model} if model else rest
+
+
 # ------------------------------------------------------------------------------------------- the plan
 def run_plan(plan: Plan, runs_dir: str | Path, only: list[str] | None = None,
              echo: Callable[..., None] = print) -> list[dict]:
@@ -319,13 +341,14 @@ def run_plan(plan: Plan, runs_dir: str | Path, only: list[str] | None = None,
             echo(f"{prefix} same config as {owner}: reported under both names", flush=True)
             results[spec.run_id] = result
             continue
-        # a run that starts from another's export: its overrides name that export (before the skip check)
-        blocked = _start_from(spec, runs_dir, plan, meta) if spec.variant.init_from else None
         previous = _read_json(path)
-        if previous and previous["run_info"]["status"] == "ok" and previous["run_info"]["request"] == spec.overrides:
+        if _finished(previous, spec):
             echo(f"{prefix} skipped (finished earlier: {_progress(previous)})", flush=True)
             results[spec.run_id] = previous
             continue
+        # a run that starts from another's export: its overrides name that export (after the skip check, so that
+        # a finished result is kept even where the export it started from is missing)
+        blocked = _start_from(spec, runs_dir, plan, meta) if spec.variant.init_from else None
         echo(f"{prefix} running ... ", end="", flush=True)
         result = blocked or run_one(spec, plan, runs_dir / "runs" / spec.run_id, meta)
         _write_json(path, result)

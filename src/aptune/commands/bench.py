@@ -5,12 +5,14 @@ Examples::
     aptune bench dense=minilm export=runs/minilm-sst2-apt/export --threads 2 --json runs/bench/minilm.json
     aptune bench lora=runs/a/export apt=runs/b/export --head causal-lm --batch-size 8 --seq-len 256 \\
         --generate 1,64,64
+    aptune bench lora=runs/a/export apt=runs/b/export --head causal-lm --device cuda --dtype bfloat16
 
 All models are loaded first, then timed interleaved pass by pass on batches of the same shape, so that
 machine noise hits them alike (:mod:`aptune.bench.latency` for the protocol). The table gives median and
 p90 latency, throughput, the median's ratio to the first model's, and each model's parameter count and
 weight bytes. With ``--head causal-lm`` a pass is the prefill (language-model head on the last position
-only, as ``generate`` does); ``--generate`` adds greedy decoding with the KV cache.
+only, as ``generate`` does); ``--generate`` adds greedy decoding with the KV cache. On a GPU (``--device``)
+each pass is bracketed by ``torch.cuda.synchronize``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also time greedy decoding (causal LMs), e.g. 1,64,64")
     parser.add_argument("--generate-repeats", type=int, default=3, help="timed generate() calls per model")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1... (default: cuda when available)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="weights dtype of every model")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the settings and numbers to FILE")
 
 
@@ -84,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from aptune.bench import compare_generation, compare_latency
-    from aptune.models import load_model
+    from aptune.models import load_model, resolve_device
 
     sources = named_models(args.models)
     check_counts(args)
@@ -92,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     num_labels = args.num_labels if args.head == "sequence-classification" else None
-    models = {name: load_model(source, head=args.head, num_labels=num_labels) for name, source in sources.items()}
+    device, dtype = resolve_device(args.device), getattr(torch, args.dtype)
+    models = {name: load_model(source, head=args.head, num_labels=num_labels, dtype=dtype).to(device)
+              for name, source in sources.items()}
     # prefill of a causal LM: the language-model head on the last position only, as generate() does
     forward_kwargs = {"logits_to_keep": 1} if args.head == "causal-lm" else {}
     latency = compare_latency(models, args.batch_size, args.seq_len, warmup=args.warmup, repeats=args.repeats,
@@ -124,9 +131,12 @@ def bench_report(args: argparse.Namespace, sources: dict, models: dict, latency:
             row["generation"] = decoding[name].as_dict()
             row["tokens_per_s_ratio_to_first"] = decoding[name].tokens_per_s / decoding[first].tokens_per_s
         rows[name] = row
-    keys = ("head", "num_labels", "batch_size", "seq_len", "repeats", "warmup", "generate", "generate_repeats")
+    keys = ("head", "num_labels", "batch_size", "seq_len", "repeats", "warmup", "generate", "generate_repeats",
+            "dtype")
+    device = next(models[first].parameters()).device
     machine = {"threads": torch.get_num_threads(), "torch": torch.__version__,
                "transformers": transformers.__version__, "cpu": platform.processor() or platform.machine(),
+               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                "python": platform.python_version()}
     return {"settings": {key: getattr(args, key) for key in keys}, "machine": machine, "reference": first,
             "models": rows}
@@ -135,7 +145,9 @@ def bench_report(args: argparse.Namespace, sources: dict, models: dict, latency:
 def format_report(report: dict) -> str:
     """Markdown tables of :func:`bench_report`'s numbers."""
     settings, machine, first = report["settings"], report["machine"], report["reference"]
-    lines = [f"torch {machine['torch']}, {machine['cpu']}, {machine['threads']} thread(s); batch "
+    where = machine["device"]
+    where = f"{machine['cpu']}, {machine['threads']} thread(s)" if where == "cpu" else where
+    lines = [f"torch {machine['torch']}, {where}, {settings['dtype']}; batch "
              f"{settings['batch_size']} x {settings['seq_len']}, {settings['repeats']} interleaved passes after "
              f"{settings['warmup']} warm-up passes",
              f"| model | params | weight MiB | median (ms) | p90 (ms) | sequences/s | median / {first} |",
