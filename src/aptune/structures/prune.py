@@ -88,15 +88,16 @@ def _prune_hidden(family: ModelFamily, keep: torch.Tensor) -> None:
     for path in family.hidden.embeddings:
         embedding = model.get_submodule(path)
         old = embedding.weight
-        if id(old) not in cut:
-            cut[id(old)] = nn.Parameter(old.data.index_select(1, keep).contiguous(), old.requires_grad)
+        if id(old) not in cut:  # the masks live on the CPU, the weights wherever the model is
+            cut[id(old)] = nn.Parameter(old.data.index_select(1, keep.to(old.device)).contiguous(), old.requires_grad)
         embedding.weight = cut[id(old)]
         embedding.embedding_dim = len(keep)
     for path in family.hidden.norms + family.hidden.extra_norms:
         norm = model.get_submodule(path)
-        norm.weight = nn.Parameter(norm.weight.data[keep].contiguous(), norm.weight.requires_grad)
+        kept = keep.to(norm.weight.device)
+        norm.weight = nn.Parameter(norm.weight.data[kept].contiguous(), norm.weight.requires_grad)
         if getattr(norm, "bias", None) is not None:
-            norm.bias = nn.Parameter(norm.bias.data[keep].contiguous(), norm.bias.requires_grad)
+            norm.bias = nn.Parameter(norm.bias.data[kept].contiguous(), norm.bias.requires_grad)
         if isinstance(norm, MaskedNorm):
             norm.unwrap()  # keep the stock module's view of the parameters in step
         elif hasattr(norm, "normalized_shape"):
@@ -110,7 +111,8 @@ def _prune_hidden(family: ModelFamily, keep: torch.Tensor) -> None:
         if path in tied:
             # the weight *is* the embedding matrix, already cut: re-share it, cut only the adapter
             linear.weight = model.get_submodule(tied[path]).weight
-            linear.lora_A = nn.Parameter(linear.lora_A.data.index_select(1, keep), linear.lora_A.requires_grad)
+            kept = keep.to(linear.lora_A.device)
+            linear.lora_A = nn.Parameter(linear.lora_A.data.index_select(1, kept), linear.lora_A.requires_grad)
         else:
             linear.prune_inputs(keep)
     for path in family.hidden.writers:
