@@ -185,4 +185,8 @@ def _kaiming_rows_(tensor: torch.Tensor, generator: torch.Generator | None = Non
         return
     bound = 1.0 / math.sqrt(tensor.shape[1])
     with torch.no_grad():
-        tensor.uniform_(-bound, bound, generator=generator)
+        if generator is not None and generator.device.type != tensor.device.type:
+            # the run's generator is a CPU one: draw there (the same rows on every device), then copy over
+            tensor.copy_(torch.empty(tensor.shape, dtype=tensor.dtype).uniform_(-bound, bound, generator=generator))
+        else:
+            tensor.uniform_(-bound, bound, generator=generator)
