@@ -44,24 +44,34 @@ def heldout_loss(apt: APT, task) -> float:
     return loss
 
 
-def cut_and_score(apt: APT, task, scores: dict, prune, floor: float) -> dict:
+def cut_and_score(apt: APT, task, scores: dict, prune, floor: float, refit_batches: list | None = None) -> dict:
     """Held-out loss with the keep set of ``scores`` (``prune``'s density and rounding, ``floor``) applied as
-    masks; the masks are reset afterwards."""
+    masks, and with ``refit_batches`` also after refitting the cut's writers on them (``prune.refit``); the masks
+    and weights are reset afterwards."""
     state = apt.model.state
     protect = layer_floor(scores, state, floor)
     keep = search_keep_set(scores, state, apt.model.counter, int(prune.density * apt.model.original_params),
                            protect=protect, round_to=prune.round_to)
     untouched = {"heads": dict(state.heads), "ffn": dict(state.ffn), "hidden": state.hidden}
+    family = apt.model.family
+    writers = [s.o for s in family.attention_sites] + [s.down for s in family.ffn_sites]
+    weights = {path: family.model.get_submodule(path).weight.detach().clone() for path in writers}
     state.set_masks(heads=keep.heads, ffn=keep.ffn, hidden=keep.hidden)
+    extra = {}
     try:
         loss = heldout_loss(apt, task)
         kept = state.kept_sizes()
+        if refit_batches is not None:
+            errors = apt.refit(refit_batches)
+            extra = {"eval_loss_refit": heldout_loss(apt, task), "refit_error": errors}
     finally:
         state.set_masks(**untouched)
+        for path, weight in weights.items():
+            family.model.get_submodule(path).weight.data.copy_(weight)
     ffn = list(kept["ffn"].values())
     return {"eval_loss": loss, "params": keep.params, "density": keep.params / apt.model.original_params,
             "hidden": kept["hidden"], "ffn_min": min(ffn), "ffn_max": max(ffn),
-            "layers_without_heads": sum(1 for n in kept["heads"].values() if n == 0)}
+            "layers_without_heads": sum(1 for n in kept["heads"].values() if n == 0), **extra}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,6 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--floors", type=float, nargs="+", default=[0.0, 0.5])
     parser.add_argument("--calibration", type=int, nargs="+", default=None,
                         help="numbers of calibration batches (default: the config's prune.calibration_batches)")
+    parser.add_argument("--refit", action="store_true",
+                        help="also score each cut after refitting its writers (prune.refit) on the next "
+                             "prune.calibration_batches batches")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     argv = sys.argv[1:] if argv is None else argv
@@ -86,16 +99,19 @@ def main(argv: list[str] | None = None) -> None:
               seed=config.train.seed)
     loader = make_dataloader(task.train, config.train.batch_size, tokenizer.pad_token_id, shuffle=True,
                              seed=config.train.seed + 1, group_by_length=True, drop_last=True)  # as aptune train
-    snapshots = calibrate(apt, loader, counts)
+    batches = iter(loader)
+    snapshots = calibrate(apt, batches, counts)
+    refit_batches = ([b for _, b in zip(range(config.prune.calibration_batches), batches)] if args.refit else None)
     rows = [{"variant": "dense", "eval_loss": heldout_loss(apt, task), "density": 1.0}]
     print(f"dense: held-out loss {rows[0]['eval_loss']:.4f}", flush=True)
     for count in counts:
         for floor in args.floors:
             row = {"variant": f"calibration {count}, floor {floor}", "calibration_batches": count, "layer_floor": floor,
-                   **cut_and_score(apt, task, snapshots[count], config.prune, floor)}
+                   **cut_and_score(apt, task, snapshots[count], config.prune, floor, refit_batches)}
             rows.append(row)
             print(f"{row['variant']}: held-out loss {row['eval_loss']:.4f} (FFN widths {row['ffn_min']}-"
-                  f"{row['ffn_max']}, layers without heads {row['layers_without_heads']})", flush=True)
+                  f"{row['ffn_max']}, layers without heads {row['layers_without_heads']})"
+                  + (f"; after the refit {row['eval_loss_refit']:.4f}" if args.refit else ""), flush=True)
     result = {"command": "python benchmarks/cut_loss.py " + " ".join(argv),
               "config": args.config, "overrides": args.overrides, "density": config.prune.density,
               "seconds": time.perf_counter() - started, "rows": rows, "provenance": meta_info()}

@@ -80,6 +80,10 @@ class PruneConfig:
     layer_floor: float = 0.0  # every layer keeps at least this fraction of its KV groups and FFN neurons; 0: none
     before_tuning: bool = False  # one-shot pruning from calibration batches before any tuning
     calibration_batches: int = 16
+    # with before_tuning: refit the kept columns of every o / down the cut thins, by least squares on the next
+    # calibration_batches batches, so that they write what the dense layer wrote (docs/method.md §D2)
+    refit: bool = False
+    refit_damp: float = 0.3  # ridge toward the old weights, as a fraction of the kept inputs' mean Gram diagonal
 
 
 @dataclass
@@ -138,6 +142,7 @@ class APTConfig:
         against ``total_steps``: what :class:`aptune.APT` checks before it lays out its schedules."""
         _check_values(self)
         _check_schedule(total_steps, self.prune)
+        _check_refit(self.prune)
         _check_distill_window(self.distill, self.prune)
         _check_recovery(self.recover, self.prune, self.distill)
 
@@ -163,6 +168,7 @@ class RunConfig:
         files); the message names the key and what it must be."""
         _check_values(self)
         _check_schedule(self.train.steps, self.prune)
+        _check_refit(self.prune)
         _check_distill_window(self.distill, self.prune)
         _check_recovery(self.recover, self.prune, self.distill)
         if self.train.steps == 0 and self.prune.enabled and not self.prune.before_tuning:
@@ -250,6 +256,7 @@ _RULES: dict[str, _Rule] = {
     "prune.round_to": _AT_LEAST_1,
     "prune.layer_floor": _IN_0_1_CLOSED_OPEN,
     "prune.calibration_batches": _AT_LEAST_1,
+    "prune.refit_damp": _POSITIVE,
     "rank.strategy": _one_of(("salience", "uniform", "none")),
     "rank.budget_ratio": _AT_LEAST_1,
     "rank.max_rank_ratio": _AT_LEAST_1,
@@ -368,6 +375,13 @@ def _check_schedule(steps: int, prune: "PruneConfig") -> None:
         raise ValueError(f"prune.num_steps={count} pruning steps do not fit in the pruning window ({start}, {end}] "
                          f"(prune.start_step={start}, {where}), which holds {end - start} steps; set "
                          f"prune.num_steps to at most {end - start}, or widen the window")
+
+
+def _check_refit(prune: "PruneConfig") -> None:
+    """The refit follows the one cut before tuning; cuts during tuning have the adapters to recover with."""
+    if prune.refit and not (prune.enabled and prune.before_tuning):
+        raise ValueError("prune.refit=true refits the writers of the one cut before tuning: set prune.enabled=true "
+                         "and prune.before_tuning=true, or prune.refit=false")
 
 
 def _check_recovery(recover: RecoveryConfig, prune: "PruneConfig", distill: DistillConfig) -> None:

@@ -40,6 +40,7 @@ from aptune.model import APTModel
 from aptune.salience import AdapterImportance, build_scorer
 from aptune.search import KeepSet, layer_floor, search_keep_set
 from aptune.search.schedule import PruningSchedule, update_soft_masks
+from aptune.structures.refit import refit_writers
 from aptune.tuning.budget import RankBudget
 from aptune.tuning.optim_surgery import OptimizerSurgery
 from aptune.tuning.rank_allocator import grow_ranks, tuning_params
@@ -144,6 +145,7 @@ class APT:
         self.recovery_teacher = model.merged_model() if self.config.recover.enabled else None
         self.generator = torch.Generator().manual_seed(seed)
         self._kept_before = model.state.kept_sizes()  # what the previous pruning step left
+        self.refit_errors: dict[str, dict[str, float]] = {}  # per writer, after a cut with prune.refit
 
     # ------------------------------------------------------------------------------------ queries
     @property
@@ -352,12 +354,26 @@ class APT:
             pass
         keep = self._keep_set(p.density)
         self.model.state.set_masks(heads=keep.heads, ffn=keep.ffn, hidden=keep.hidden)
+        if p.refit:
+            self.refit_errors = self.refit(itertools.islice(batches, p.calibration_batches))
         removed = self.model.prune()
         self.scorer.reindex()
         if self.transform is not None:
             self.transform.sync()
         self._kept_before = self.model.state.kept_sizes()
         return removed
+
+    def refit(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, dict[str, float]]:
+        """Least-squares refit of the kept columns of every o / down the binary masks thin (``prune.refit``,
+        docs/method.md §D2), from no-grad passes in eval mode over ``batches``. Returns each writer's relative
+        output error before and after."""
+        training = self.model.training
+        self.model.eval()
+        try:
+            return refit_writers(self.model.family, self.model.state, lambda batch: self.model(**batch), batches,
+                                 self.config.prune.refit_damp)
+        finally:
+            self.model.train(training)
 
     def calibrate(self, batches: Iterable[dict[str, torch.Tensor]], count: int) -> Iterator[int]:
         """Salience from the first ``count`` of ``batches`` (forward and backward, no optimizer step), for a cut

@@ -205,8 +205,13 @@ def _prune_before_tuning(run: Run) -> None:
     density = run.apt.density()
     run.proc.print(f"[aptune] pruned before tuning from {p.calibration_batches} calibration batches: density "
                    f"{density:.3f}, removed {removed}")
+    refit = run.apt.refit_errors
+    if refit:
+        before, after = (sum(e[k] for e in refit.values()) / len(refit) for k in ("before", "after"))
+        run.proc.print(f"[aptune] refitted {len(refit)} writers of the cut: mean relative output error "
+                       f"{before:.3f} -> {after:.3f}")
     run.log.write(event="prune_before_tuning", step=0, removed=removed, params=run.model.num_params(),
-                  density=density, kept=run.model.state.kept_sizes())
+                  density=density, kept=run.model.state.kept_sizes(), **({"refit": refit} if refit else {}))
 
 
 def _build_optimizer(run: Run) -> None:
