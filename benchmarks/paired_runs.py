@@ -9,7 +9,8 @@ run's ``config.yaml``), their committed records (``benchmarks/run_record.py``, e
 and at every evaluation (``held-out loss`` for language models, else ``dev <metric>``), the best after the last
 pruning step and the value right after it (pruning accuracy) where the run has them, and, when the run has an
 ``aptune eval`` record (``--mc``: ``mc.json`` inside a run folder, ``NAME.mc.json`` beside a record), every
-multiple-choice task's acc / acc_norm and their average over tasks.
+multiple-choice task's acc / acc_norm and their average over tasks (an ablation result JSON carries its own, in
+``eval_info.downstream``).
 Losses are better lower, the rest higher.
 
     python benchmarks/paired_runs.py \\
@@ -55,12 +56,18 @@ def run_metrics(summary: dict, history: list[dict], mc_file: Path) -> dict[str, 
     metrics = dev_metrics(summary.get("primary_metric", "eval_loss"), summary["final"], history,
                           summary.get("best_after_pruning"), summary.get("pruning_accuracy"))
     if mc_file.is_file():
-        tasks = json.loads(mc_file.read_text())["results"]
-        for task in tasks:
-            metrics[f"{task['task']} acc"] = task["acc"]
-            metrics[f"{task['task']} acc_norm"] = task["acc_norm"]
-        metrics["MC average acc"] = statistics.fmean(t["acc"] for t in tasks)
-        metrics["MC average margin over chance"] = statistics.fmean(t["acc"] - t["chance"] for t in tasks)
+        metrics.update(mc_metrics(json.loads(mc_file.read_text())["results"]))
+    return metrics
+
+
+def mc_metrics(tasks: list[dict]) -> dict[str, float]:
+    """Every multiple-choice task's acc / acc_norm, their average and the average margin over chance."""
+    metrics = {}
+    for task in tasks:
+        metrics[f"{task['task']} acc"] = task["acc"]
+        metrics[f"{task['task']} acc_norm"] = task["acc_norm"]
+    metrics["MC average acc"] = statistics.fmean(t["acc"] for t in tasks)
+    metrics["MC average margin over chance"] = statistics.fmean(t["acc"] - t["chance"] for t in tasks)
     return metrics
 
 
@@ -81,8 +88,11 @@ def result_file(path: Path, mc_name: str) -> tuple[int, dict[str, float]]:
     except (ValueError, KeyError, TypeError, AttributeError):
         raise SystemExit(f"{path}: neither a run record of benchmarks/run_record.py (final, evals, config) nor a "
                          "result JSON of aptune ablate (run_info, train_info, eval_info)") from None
-    return int(run["seed"]), dev_metrics(dev["primary_metric"], dev["final"], train["curve"],
-                                         dev.get("best_after_pruning"), train.get("pruning_accuracy"))
+    metrics = dev_metrics(dev["primary_metric"], dev["final"], train["curve"], dev.get("best_after_pruning"),
+                          train.get("pruning_accuracy"))
+    if dev.get("downstream"):  # the plan's multiple-choice evaluation of the export
+        metrics.update(mc_metrics(dev["downstream"]))
+    return int(run["seed"]), metrics
 
 
 def load_run(run: Path, mc_name: str) -> tuple[int, dict[str, float]]:

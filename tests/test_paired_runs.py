@@ -133,6 +133,28 @@ def test_accuracy_runs_from_ablation_results_and_run_folders_pair_by_seed_higher
         paired_runs.main([f"apt={tmp_path / 'bad.json'}", "new=" + ",".join(variant)])
 
 
+def test_ablation_results_bring_their_multiple_choice_scores(tmp_path):
+    """The plan's evaluation of each export (``eval_info.downstream``) is paired like the dev metric: here the
+    committed mc500 results of lora and apt, whose average acc the report also gives."""
+    paired_runs = _module()
+    results = Path(__file__).parents[1] / "results/llama/mc500/results"
+    runs = {name: [results / f"{name}__alpaca__seed{s}.json" for s in (42, 43, 44)] for name in ("lora", "apt")}
+    out = tmp_path / "paired.json"
+    paired_runs.main([f"{name}=" + ",".join(map(str, files)) for name, files in runs.items()] + ["--json", str(out)])
+    table = json.loads(out.read_text())["table"]
+    diffs = []
+    for lora_file, apt_file in zip(runs["lora"], runs["apt"]):
+        tasks = {name: json.loads(f.read_text())["eval_info"]["downstream"] for name, f in
+                 (("lora", lora_file), ("apt", apt_file))}
+        assert [t["task"] for t in tasks["apt"]] == ["arc_easy", "arc_challenge", "sciq", "mmlu"]
+        diffs.append(np.mean([t["acc"] for t in tasks["apt"]]) - np.mean([t["acc"] for t in tasks["lora"]]))
+    paired = table["MC average acc"]["paired"]["apt"]
+    assert paired["mean"] == pytest.approx(np.mean(diffs))
+    half = stats.t.ppf(0.975, 2) * np.std(diffs, ddof=1) / np.sqrt(3)
+    assert paired["half_width"] == pytest.approx(half) and paired["verdict"] == "worse"
+    assert {"arc_easy acc_norm", "mmlu acc", "MC average margin over chance"} <= set(table)
+
+
 def _run_record_module():
     path = Path(__file__).parents[1] / "benchmarks/run_record.py"
     spec = importlib.util.spec_from_file_location("run_record", path)
