@@ -35,7 +35,7 @@ def _linear(model: nn.Module, path: str) -> APTLinear:
     return module
 
 
-def _channels(groups: torch.Tensor, width: int) -> torch.Tensor:
+def group_channels(groups: torch.Tensor, width: int) -> torch.Tensor:
     """Channel indices of whole groups of ``width`` channels each."""
     return (groups[:, None] * width + torch.arange(width)[None, :]).flatten()
 
@@ -49,8 +49,8 @@ def prune_physically(family: ModelFamily, state: StructureState) -> dict:
         keep = _kept(state.heads[site.name], f"head mask of {site.name}")
         if len(keep) == len(state.heads[site.name]):
             continue
-        q_channels = _channels(keep, site.group_size * site.head_dim)
-        kv_channels = _channels(keep, site.head_dim)
+        q_channels = group_channels(keep, site.group_size * site.head_dim)
+        kv_channels = group_channels(keep, site.head_dim)
         _linear(model, site.q).prune_outputs(q_channels)
         _linear(model, site.k).prune_outputs(kv_channels)
         _linear(model, site.v).prune_outputs(kv_channels)

@@ -27,6 +27,7 @@ import torch
 
 from aptune.families.base import ModelFamily
 from aptune.structures.masks import StructureState
+from aptune.structures.prune import group_channels
 
 
 @dataclass
@@ -49,8 +50,7 @@ def _writers(family: ModelFamily, state: StructureState) -> list[_Writer]:
         groups = torch.nonzero(state.heads[site.name] > 0).flatten()
         width = site.group_size * site.head_dim
         if 0 < len(groups) < len(state.heads[site.name]):
-            kept = (groups[:, None] * width + torch.arange(width)[None, :]).flatten()
-            writers.append(_Writer(site.o, kept))
+            writers.append(_Writer(site.o, group_channels(groups, width)))
     for site in family.ffn_sites:
         kept = torch.nonzero(state.ffn[site.name] > 0).flatten()
         if 0 < len(kept) < len(state.ffn[site.name]):
