@@ -10,6 +10,8 @@ apt_recovery_refit and lora, from ../results/.
 import json
 from pathlib import Path
 
+from aptune.ablation.results import dev_scores
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -17,7 +19,7 @@ def _finished(path: Path) -> tuple[str, str, dict[int, float]]:
     data = json.loads(path.read_text())
     name = path.stem.replace("__alpaca__seed", " seed ")
     device = "GPU" if data["meta_info"].get("gpus") else "CPU"
-    return name, device, {point["step"]: point["eval_loss"] for point in data["train_info"]["curve"]}
+    return name, device, {step: loss for step, _, loss in dev_scores(data)}
 
 
 def _partial(path: Path) -> tuple[str, str, dict[int, float]]:
