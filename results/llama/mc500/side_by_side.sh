@@ -1,19 +1,23 @@
 #!/bin/bash
 # Issue 13, profile mc500: every export of the plan timed side by side in one process (aptune bench, models
 # interleaved pass by pass), after the runs and alone on the machine. The runs folder defaults to runs/mc500;
-# the table goes to stdout (side_by_side.md here), the numbers to $RUNS/side_by_side_all_b8.json
-# (side_by_side.json here). Ran at 790257e with RUNS=/work/main/runs/mc500.
+# the table goes to stdout (side_by_side.md here), the numbers to $OUT (default $RUNS/side_by_side_all_b8.json;
+# side_by_side.json here). Ran at 790257e with RUNS=/work/main/runs/mc500 and the defaults below.
+# VARIANTS names the runs to time; REFERENCE (NAME=MODEL), when set, comes first and is the ratios' reference
+# (otherwise the first export found is).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 RUNS=${RUNS:-runs/mc500}
+VARIANTS=${VARIANTS:-lora base lora_recovery lora_prune apt apt_no_kurtosis apt_round8 apt_recovery}
+OUT=${OUT:-$RUNS/side_by_side_all_b8.json}
 export PYTHONPATH=src HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
-args=()
-for v in lora base lora_recovery lora_prune apt apt_no_kurtosis apt_round8 apt_recovery; do
+args=(${REFERENCE:+"$REFERENCE"})
+for v in $VARIANTS; do
   for s in 42 43 44; do
     d=$RUNS/runs/${v}__alpaca__seed$s/train/export
     [ -d "$d" ] && args+=("${v}_$s=$d")
   done
 done
-echo "${#args[@]} exports"
+echo "${#args[@]} models"
 python -m aptune bench "${args[@]}" --head causal-lm --batch-size 8 --seq-len 256 --repeats 5 --warmup 1 \
-  --generate 1,64,64 --generate-repeats 3 --threads 2 --json "$RUNS/side_by_side_all_b8.json"
+  --generate 1,64,64 --generate-repeats 3 --threads 2 --json "$OUT"
