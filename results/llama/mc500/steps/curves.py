@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from aptune.ablation.results import dev_scores
+from aptune.data.files import iter_jsonl
 
 HERE = Path(__file__).resolve().parent
 
@@ -24,7 +25,7 @@ def _finished(path: Path) -> tuple[str, str, dict[int, float]]:
 
 def _partial(path: Path) -> tuple[str, str, dict[int, float]]:
     run, seed = path.name.removesuffix(".metrics.jsonl").rsplit("_", 1)
-    events = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    events = (event for _, event in iter_jsonl(path))
     return f"{run} seed {seed} (cut off)", "GPU", {e["step"]: e["eval_loss"] for e in events if e.get("event") == "eval"}
 
 
