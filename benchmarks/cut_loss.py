@@ -49,7 +49,7 @@ def cut_and_score(apt: APT, task, scores: dict, prune, floor: float, refit_batch
     masks, and with ``refit_batches`` also after refitting the cut's writers on them (``prune.refit``); the masks
     and weights are reset afterwards."""
     state = apt.model.state
-    protect = layer_floor(scores, state, floor)
+    protect = layer_floor(scores, state, floor, prune.round_to)
     keep = search_keep_set(scores, state, apt.model.counter, int(prune.density * apt.model.original_params),
                            protect=protect, round_to=prune.round_to)
     untouched = {"heads": dict(state.heads), "ffn": dict(state.ffn), "hidden": state.hidden}

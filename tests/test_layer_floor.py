@@ -54,6 +54,26 @@ def test_the_floor_keeps_the_most_salient_share_of_every_layer_within_the_budget
             assert bool((mask[most_salient] == 1).all()), (kind, name)
 
 
+def test_rounded_widths_never_fall_below_the_floor():
+    """With ``round_to`` the floor of an FFN site is rounded up, so that rounding kept widths down keeps it."""
+    apt = APTModel(tiny_llama())
+    scores = _scores_starving_one_layer(apt)
+    budget, first_ffn = int(0.6 * apt.original_params), next(iter(apt.state.ffn))
+    floor = math.ceil(0.6 * len(apt.state.ffn[first_ffn]))  # 29 of 48: not a multiple of 8
+    unrounded_floor = search_keep_set(scores, apt.state, apt.counter, budget, round_to=8,
+                                      protect=layer_floor(scores, apt.state, 0.6))
+    assert unrounded_floor.ffn[first_ffn].sum() < floor  # the case the rounded floor is for
+
+    keep = search_keep_set(scores, apt.state, apt.counter, budget, round_to=8,
+                           protect=layer_floor(scores, apt.state, 0.6, round_to=8))
+    assert keep.params <= budget
+    for name, mask in keep.ffn.items():
+        assert int(mask.sum()) % 8 == 0 and mask.sum() >= floor, name
+    assert int(keep.ffn[first_ffn].sum()) == 32
+    most_salient = torch.argsort(scores["ffn"][first_ffn], descending=True)[:32]
+    assert bool((keep.ffn[first_ffn][most_salient] == 1).all())
+
+
 def test_a_floor_of_zero_protects_nothing():
     apt = APTModel(tiny_llama())
     assert layer_floor(_scores_starving_one_layer(apt), apt.state, 0.0) == {}

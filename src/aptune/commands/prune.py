@@ -48,7 +48,7 @@ def search_density(scores, apt, density: float, round_to: int, floor: float = 0.
     leaves the model nothing to compute is an error naming the density and the smallest one that works."""
     from aptune.search import EmptyKeepSetError, layer_floor, search_keep_set
 
-    protect = layer_floor(scores, apt.state, floor)
+    protect = layer_floor(scores, apt.state, floor, round_to)
     try:
         return search_keep_set(scores, apt.state, apt.counter, int(density * apt.original_params), protect=protect,
                                round_to=round_to)

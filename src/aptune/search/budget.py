@@ -108,17 +108,26 @@ def search_keep_set(
     return KeepSet(heads, ffn, hidden, ranking.params(counter, length), budget)
 
 
-def layer_floor(scores, state: StructureState, fraction: float) -> dict[str, list[int]]:
+def layer_floor(scores, state: StructureState, fraction: float, round_to: int = 1) -> dict[str, list[int]]:
     """Blocks to protect so that no layer is cut below ``fraction`` of its pretrained width: the most salient
     ceil(fraction x original count) KV groups and FFN neurons of every site (all it still has, if fewer), as
     ``protect`` for :func:`search_keep_set`. The hidden size has no floor: a high floor is paid for by the
-    other blocks, hidden dimensions among them."""
+    other blocks, hidden dimensions among them.
+
+    With ``round_to`` > 1 (the same as the search's) an FFN site's floor is rounded *up* to a multiple of it, so
+    that rounding the kept widths down never cuts a layer below the floor (SmolLM2-135M at 0.6 and 8: 928 of
+    1,536 neurons instead of 922, which rounding would take to 920). KV groups are not rounded."""
     if not 0 <= fraction < 1:
         raise ValueError(f"a layer floor is a fraction in [0, 1); got {fraction}")
+    if round_to < 1:
+        raise ValueError(f"round_to must be >= 1; got {round_to}")
     protect = {}
     for kind in ("heads", "ffn"):
         for name, mask in getattr(state, kind).items():
-            wanted = min(math.ceil(fraction * state.original_sizes[kind][name]), len(mask))
+            wanted = math.ceil(fraction * state.original_sizes[kind][name])
+            if kind == "ffn" and wanted > 0:
+                wanted = -(-wanted // round_to) * round_to
+            wanted = min(wanted, len(mask))
             if wanted > 0:
                 score = torch.as_tensor(scores[kind][name], dtype=torch.float64).flatten()
                 protect[f"{kind}/{name}"] = torch.argsort(score, descending=True, stable=True)[:wanted].tolist()
