@@ -132,3 +132,50 @@ def test_plan_counts_the_unpruned_teacher_as_the_method_builds_it():
     logits = 2 * 16 * (4 + 3 * 4) * config.vocab_size  # teacher logits + the KL's float32 log-probabilities
     for a, b in zip(without["phases"], with_teacher["phases"]):
         assert b.teacher - a.teacher == teacher_weights + logits
+
+
+def test_hidden_state_loss_is_the_relative_error_per_real_token_and_layer():
+    """β·L_hidden (``recover.hidden_weight``): mean over layers and unpadded tokens of ‖h_s − h_t‖² / ‖h_t‖², by
+    hand on a cut tiny model whose hidden size the cut thinned (the teacher's kept dimensions are compared)."""
+    model, apt = _method()
+    apt.config.recover.hidden_weight = 0.3
+    searched = apt._keep_set
+
+    def thinner_hidden(density):  # the tiny model's search keeps the whole hidden size; make the cut thin it
+        keep = searched(density)
+        keep.hidden[[1, 5, 6, 20]] = 0.0
+        return keep
+
+    apt._keep_set = thinner_hidden
+    apt.prune_before_tuning([_batch(1), _batch(2)])
+    assert model.state.sizes()["hidden"] == 28
+    assert apt._teacher_hidden.tolist() == [i for i in range(32) if i not in (1, 5, 6, 20)]
+    batch = _batch()
+    batch["attention_mask"][1, -2:] = 0  # two padded tokens that must not count
+    out = apt.compute_loss(batch)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        teacher = apt.recovery_teacher(**inputs, output_hidden_states=True).hidden_states
+        student = model(**inputs, output_hidden_states=True).hidden_states
+    terms = []
+    for b in range(2):
+        for t in range(7):
+            if batch["attention_mask"][b, t]:
+                kept = [h[b, t, apt._teacher_hidden] for h in teacher[1:]]
+                errors = [(s[b, t] - k).pow(2).sum() / k.pow(2).sum() for s, k in zip(student[1:], kept)]
+                terms.append(torch.stack(errors).mean())
+    hidden = torch.stack(terms).mean()
+    assert out.parts["hidden"] == pytest.approx(float(hidden), rel=1e-4) and float(hidden) > 1e-3
+    mixed = 0.5 * out.parts["kd"] + 0.5 * out.parts["ce"] + 0.3 * out.parts["hidden"]
+    assert float(out.loss.detach()) == pytest.approx(mixed, rel=1e-4)
+    restored = _method()[1]
+    restored.load_state_dict(apt.state_dict())  # a resumed run compares the same teacher dimensions
+    assert torch.equal(restored._teacher_hidden, apt._teacher_hidden)
+
+
+def test_hidden_weight_zero_asks_for_no_hidden_states_and_negative_is_refused():
+    model, apt = _method()
+    apt.prune_before_tuning([_batch(1), _batch(2)])
+    assert "hidden" not in apt.compute_loss(_batch()).parts
+    with pytest.raises(ValueError, match="recover.hidden_weight must be >= 0"):
+        load_config("configs/smollm2/alpaca.yaml", ["recover.teacher=dense", "recover.hidden_weight=-1"])

@@ -272,6 +272,7 @@ _RULES: dict[str, _Rule] = {
     "recover.teacher": _one_of(TEACHERS),
     "recover.weight": _IN_0_1_CLOSED,
     "recover.temperature": _POSITIVE,
+    "recover.hidden_weight": _AT_LEAST_0,
     "train.steps": _AT_LEAST_0,
     "train.batch_size": _AT_LEAST_1,
     "train.lr": _POSITIVE,

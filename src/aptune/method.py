@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 
 from aptune.config import APTConfig
-from aptune.distill.recovery import recovery_loss, teacher_logits
+from aptune.distill.recovery import hidden_state_loss, recovery_loss, teacher_outputs
 from aptune.distill.schedule import DistillSchedule
 from aptune.distill.self_distill import LayerTransform, distill_loss, mixed_loss, snapshot_teacher, teacher_mode
 from aptune.model import APTModel
@@ -143,6 +143,7 @@ class APT:
         self.transform = LayerTransform(model, rank=d.transform_rank) if d.enabled else None
         # recover.teacher=dense: the model as received, merged and frozen, before the cut (docs/method.md §F2)
         self.recovery_teacher = model.merged_model() if self.config.recover.enabled else None
+        self._teacher_hidden: torch.Tensor | None = None  # the teacher's hidden dimensions the cut kept (all: None)
         self.generator = torch.Generator().manual_seed(seed)
         self._kept_before = model.state.kept_sizes()  # what the previous pruning step left
         self.refit_errors: dict[str, dict[str, float]] = {}  # per writer, after a cut with prune.refit
@@ -220,17 +221,26 @@ class APT:
         return APTLoss(loss, student_out, mu, parts)
 
     def _recovery_loss(self, batch: dict[str, torch.Tensor]) -> APTLoss:
-        """w·KL(unpruned teacher ‖ student) + (1−w)·CE on the label positions (docs/method.md §F2)."""
+        """w·KL(unpruned teacher ‖ student) + (1−w)·CE on the label positions, plus β·(hidden-state error) with
+        ``recover.hidden_weight`` (docs/method.md §F2)."""
         r = self.config.recover
         device = next(iter(batch.values())).device
         if next(self.recovery_teacher.parameters()).device != device:  # the loop moved the model after APT(...)
             self.recovery_teacher.to(device)
-        target = teacher_logits(self.recovery_teacher, batch)
-        student_out = self.model(**batch)
+            self._teacher_hidden = None if self._teacher_hidden is None else self._teacher_hidden.to(device)
+        hidden = r.hidden_weight > 0
+        target = teacher_outputs(self.recovery_teacher, batch, hidden_states=hidden)
+        student_out = self.model(**batch, output_hidden_states=hidden)
         ce = _task_loss(student_out, batch)
-        kd = recovery_loss(student_out.logits, target, batch.get("labels"), r, self.model.is_causal_lm)
+        kd = recovery_loss(student_out.logits, target.logits, batch.get("labels"), r, self.model.is_causal_lm)
         loss = mixed_loss(ce, kd, r.weight)
-        return APTLoss(loss, student_out, r.weight, {"kd": float(kd.detach()), "ce": float(ce.detach())})
+        parts = {"kd": float(kd.detach()), "ce": float(ce.detach())}
+        if hidden:
+            hd = hidden_state_loss(student_out.hidden_states, target.hidden_states, batch.get("attention_mask"),
+                                   self._teacher_hidden)
+            loss = loss + r.hidden_weight * hd
+            parts["hidden"] = float(hd.detach())
+        return APTLoss(loss, student_out, r.weight, parts)
 
     def after_backward(self) -> None:
         """Fold this step's observations into the block salience and the adapter importance.
@@ -354,6 +364,8 @@ class APT:
             pass
         keep = self._keep_set(p.density)
         self.model.state.set_masks(heads=keep.heads, ffn=keep.ffn, hidden=keep.hidden)
+        if self.recovery_teacher is not None and not bool(keep.hidden.all()):
+            self._teacher_hidden = torch.nonzero(keep.hidden).flatten()
         if p.refit:
             self.refit_errors = self.refit(itertools.islice(batches, p.calibration_batches))
         removed = self.model.prune()
@@ -413,6 +425,8 @@ class APT:
             "scorer": self.scorer.state_dict(), "importance": self.importance.state_dict(),
             "generator": self.generator.get_state(), "kept_before": self._kept_before,
         }
+        if self._teacher_hidden is not None:
+            state["teacher_hidden"] = self._teacher_hidden.cpu()
         if self.transform is not None:
             state["transform"] = {"rank": self.transform.linear.rank,
                                   **{k: v.detach().cpu() for k, v in self.transform.state_dict().items()}}
@@ -426,6 +440,7 @@ class APT:
         self.importance.load_state_dict(state["importance"])
         self.generator.set_state(state["generator"])
         self._kept_before = state.get("kept_before") or self.model.state.kept_sizes()
+        self._teacher_hidden = state.get("teacher_hidden")
         if self.transform is not None:
             saved = dict(state["transform"])
             self.transform.sync()  # to the model's surviving hidden dimensions

@@ -8,6 +8,14 @@ README ("Recovery at small scale"): with adapters on q and v only, it did not by
 
     L = w·L_kd + (1−w)·L_CE,      L_kd = τ²·KL(softmax(z_t/τ) ‖ softmax(z_s/τ))   on the label positions
 
+With ``hidden_weight`` β > 0 the student also matches the teacher's hidden states after every decoder layer, at
+every real token (prompt included), as their relative squared error; the loss becomes
+
+    L = w·L_kd + (1−w)·L_CE + β·L_hidden,    L_hidden = mean over layers and tokens of ‖h_s − h_t‖² / ‖h_t‖²
+
+(the teacher's hidden dimensions that the cut kept, when it cut the hidden size). Relative per token, so that
+the few tokens with massive activations (a decoder's first token) weigh no more than the rest.
+
 The teacher is a frozen, merged copy of the model as the method receives it (dense, its adapters as they are,
 zero at the start), taken before the cut: a second model in memory (the dense weights, no gradients, no saved
 activations) and one no-grad forward pass per step.
@@ -33,11 +41,13 @@ class RecoveryConfig:
         teacher: ``none`` (tune on the task loss alone, the paper) or ``dense`` (the model before the cut).
         weight: w, the distillation loss's share of the loss (1: the teacher alone, no task labels).
         temperature: τ of the KL (1: the teacher's own distribution).
+        hidden_weight: β, the weight of the hidden-state loss added to the mix (0: logits only).
     """
 
     teacher: str = "none"
     weight: float = 0.5
     temperature: float = 1.0
+    hidden_weight: float = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -52,10 +62,10 @@ def label_positions(labels: torch.Tensor, causal: bool) -> torch.Tensor | None:
     return (next_token_targets(labels) if causal else labels) != IGNORE
 
 
-def teacher_logits(teacher: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The teacher's logits for a training batch (no labels: its own loss is not needed)."""
+def teacher_outputs(teacher: torch.nn.Module, batch: dict[str, torch.Tensor], hidden_states: bool = False):
+    """The teacher's outputs for a training batch (no labels: its own loss is not needed)."""
     with torch.no_grad():
-        return teacher(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        return teacher(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=hidden_states)
 
 
 def recovery_loss(student_logits: torch.Tensor, teacher_out: torch.Tensor, labels: torch.Tensor | None,
@@ -63,3 +73,28 @@ def recovery_loss(student_logits: torch.Tensor, teacher_out: torch.Tensor, label
     """τ²·KL(teacher ‖ student), averaged over the label positions (float32 for low-precision logits)."""
     return prediction_loss(student_logits.float(), teacher_out.float(), config.temperature, 1.0,
                            label_positions(labels, causal))
+
+
+def hidden_state_loss(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...],
+                      attention_mask: torch.Tensor | None, kept_hidden: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the layers' outputs and the real tokens of ‖h_s − h_t‖² / ‖h_t‖² (float32).
+
+    ``student`` and ``teacher`` are ``output_hidden_states`` tuples; the first entry (the embeddings, which the cut
+    leaves as they were) is skipped. ``kept_hidden`` indexes the teacher's hidden dimensions that the cut kept
+    (None: the hidden size was not cut)."""
+    if len(student) != len(teacher):
+        raise ValueError(f"the student has {len(student)} hidden states and the teacher {len(teacher)}: "
+                         "hidden-state distillation needs every layer kept")
+    per_layer = []
+    for h_s, h_t in zip(student[1:], teacher[1:]):
+        h_t = h_t.detach().float() if kept_hidden is None else h_t.detach().float().index_select(-1, kept_hidden)
+        if h_t.shape != h_s.shape:
+            raise ValueError(f"a student hidden state has shape {tuple(h_s.shape)} and the teacher's kept "
+                             f"dimensions {tuple(h_t.shape)}")
+        error = (h_s.float() - h_t).pow(2).sum(-1) / h_t.pow(2).sum(-1).clamp_min(1e-12)
+        per_layer.append(error)
+    error = torch.stack(per_layer).mean(0)  # (batch, length)
+    if attention_mask is None:
+        return error.mean()
+    real = attention_mask.to(error.dtype)
+    return (error * real).sum() / real.sum().clamp_min(1.0)
