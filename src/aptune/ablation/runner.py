@@ -42,6 +42,7 @@ import yaml
 from aptune.ablation.metrics import HEADLINE_FRACTION, best_score, time_to_score
 from aptune.ablation.plan import Plan, RunSpec
 from aptune.config import load_config, override_config
+from aptune.data.files import iter_jsonl
 from aptune.provenance import meta_info
 
 SCHEMA_VERSION = 1
@@ -76,9 +77,7 @@ def log_tail(path: Path, lines: int = 40, chars: int = 6000) -> str:
 
 
 def _jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [record for _, record in iter_jsonl(path)] if path.exists() else []
 
 
 def _minutes(seconds: float) -> str:
