@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_inputs, tiny_llama
 from helpers import tiny_llama_dir
-from test_train_instruct import TINY
+from test_train_instruct import EXACT, TINY
 
 from aptune import APT, APTModel
 from aptune.config import APTConfig, PruneConfig, load_config
@@ -108,7 +108,7 @@ def test_config_refuses_recovery_without_a_cut_before_tuning_or_with_self_distil
 def test_tiny_instruction_run_distils_from_the_dense_model(tmp_path):
     base, _ = tiny_llama_dir(tmp_path)
     run = tmp_path / "run"
-    summary = train(load_config("configs/smollm2/alpaca.yaml", [
+    summary = train(load_config(EXACT, [
         f"output_dir={run}", f"model.name={base}", *TINY, "prune.before_tuning=true", "prune.calibration_batches=2",
         "recover.teacher=dense", "recover.weight=0.5"]))
     steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

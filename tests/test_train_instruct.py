@@ -17,13 +17,15 @@ from aptune.train import train
 TINY = ["data.max_length=64", "data.max_train_samples=64", "data.max_eval_samples=16", "train.steps=16",
         "train.eval_every=8", "train.log_every=4", "prune.start_step=2", "prune.num_steps=2", "prune.end_fraction=0.75",
         "prune.mask_lr=0.5", "train.threads=1"]
+# alpaca.yaml rounds kept FFN widths to multiples of 8, which on the tiny model's 48-wide FFNs lands far below the
+# 0.7 budget (0.56); the runs that check the budget use the exact one (tests/test_layer_floor.py checks the rounding).
+EXACT = "configs/smollm2/alpaca_exact.yaml"
 
 
 def test_tiny_llama_instruction_run_prunes_and_exports(tmp_path):
     base, tokenizer = tiny_llama_dir(tmp_path)
     run = tmp_path / "run"
-    summary = train(load_config("configs/smollm2/alpaca.yaml", [f"output_dir={run}", f"model.name={base}", *TINY,
-                                                               "prune.before_tuning=false"]))
+    summary = train(load_config(EXACT, [f"output_dir={run}", f"model.name={base}", *TINY, "prune.before_tuning=false"]))
     assert summary["primary_metric"] == "eval_loss" and not summary["higher_is_better"]
     assert summary["final"]["perplexity"] > 1 and 0.6 < summary["density"] <= 0.7
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -39,7 +41,7 @@ def test_tiny_llama_instruction_run_prunes_and_exports(tmp_path):
 def test_pruning_before_tuning_cuts_once_from_calibration_batches_then_only_grows_ranks(tmp_path):
     base, _ = tiny_llama_dir(tmp_path)
     run = tmp_path / "run"
-    summary = train(load_config("configs/smollm2/alpaca.yaml", [
+    summary = train(load_config(EXACT, [
         f"output_dir={run}", f"model.name={base}", *TINY, "prune.before_tuning=true", "prune.calibration_batches=3"]))
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     first = next(e for e in events if e.get("event") == "prune_before_tuning")
