@@ -227,7 +227,6 @@ class APT:
         device = next(iter(batch.values())).device
         if next(self.recovery_teacher.parameters()).device != device:  # the loop moved the model after APT(...)
             self.recovery_teacher.to(device)
-            self._teacher_hidden = None if self._teacher_hidden is None else self._teacher_hidden.to(device)
         hidden = r.hidden_weight > 0
         target = teacher_outputs(self.recovery_teacher, batch, hidden_states=hidden)
         student_out = self.model(**batch, output_hidden_states=hidden)

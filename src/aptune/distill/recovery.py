@@ -87,7 +87,9 @@ def hidden_state_loss(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Te
                          "hidden-state distillation needs every layer kept")
     per_layer = []
     for h_s, h_t in zip(student[1:], teacher[1:]):
-        h_t = h_t.detach().float() if kept_hidden is None else h_t.detach().float().index_select(-1, kept_hidden)
+        h_t = h_t.detach().float()
+        if kept_hidden is not None:  # the index is made on the CPU, by the search
+            h_t = h_t.index_select(-1, kept_hidden.to(h_t.device))
         if h_t.shape != h_s.shape:
             raise ValueError(f"a student hidden state has shape {tuple(h_s.shape)} and the teacher's kept "
                              f"dimensions {tuple(h_t.shape)}")
