@@ -149,7 +149,8 @@ def test_hidden_state_loss_is_the_relative_error_per_real_token_and_layer():
     apt._keep_set = thinner_hidden
     apt.prune_before_tuning([_batch(1), _batch(2)])
     assert model.state.sizes()["hidden"] == 28
-    assert apt._teacher_hidden.tolist() == [i for i in range(32) if i not in (1, 5, 6, 20)]
+    kept_dims = apt._kept_teacher_dims()
+    assert kept_dims.tolist() == [i for i in range(32) if i not in (1, 5, 6, 20)]
     batch = _batch()
     batch["attention_mask"][1, -2:] = 0  # two padded tokens that must not count
     out = apt.compute_loss(batch)
@@ -161,16 +162,16 @@ def test_hidden_state_loss_is_the_relative_error_per_real_token_and_layer():
     for b in range(2):
         for t in range(7):
             if batch["attention_mask"][b, t]:
-                kept = [h[b, t, apt._teacher_hidden] for h in teacher[1:]]
+                kept = [h[b, t, kept_dims] for h in teacher[1:]]
                 errors = [(s[b, t] - k).pow(2).sum() / k.pow(2).sum() for s, k in zip(student[1:], kept)]
                 terms.append(torch.stack(errors).mean())
     hidden = torch.stack(terms).mean()
     assert out.parts["hidden"] == pytest.approx(float(hidden), rel=1e-4) and float(hidden) > 1e-3
     mixed = 0.5 * out.parts["kd"] + 0.5 * out.parts["ce"] + 0.3 * out.parts["hidden"]
     assert float(out.loss.detach()) == pytest.approx(mixed, rel=1e-4)
-    restored = _method()[1]
-    restored.load_state_dict(apt.state_dict())  # a resumed run compares the same teacher dimensions
-    assert torch.equal(restored._teacher_hidden, apt._teacher_hidden)
+    restored = _method()[1]  # a resumed run restores the structure state and compares the same teacher dimensions
+    restored.model.state.load_state_dict(model.state.state_dict())
+    assert torch.equal(restored._kept_teacher_dims(), kept_dims)
 
 
 def test_hidden_weight_zero_asks_for_no_hidden_states_and_negative_is_refused():

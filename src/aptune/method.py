@@ -143,7 +143,8 @@ class APT:
         self.transform = LayerTransform(model, rank=d.transform_rank) if d.enabled else None
         # recover.teacher=dense: the model as received, merged and frozen, before the cut (docs/method.md §F2)
         self.recovery_teacher = model.merged_model() if self.config.recover.enabled else None
-        self._teacher_hidden: torch.Tensor | None = None  # the teacher's hidden dimensions the cut kept (all: None)
+        # the teacher's hidden dimensions, as original indices (the structure state tracks the student's)
+        self._teacher_dims = model.state.hidden_index.clone() if self.recovery_teacher is not None else None
         self.generator = torch.Generator().manual_seed(seed)
         self._kept_before = model.state.kept_sizes()  # what the previous pruning step left
         self.refit_errors: dict[str, dict[str, float]] = {}  # per writer, after a cut with prune.refit
@@ -236,10 +237,17 @@ class APT:
         parts = {"kd": float(kd.detach()), "ce": float(ce.detach())}
         if hidden:
             hd = hidden_state_loss(student_out.hidden_states, target.hidden_states, batch.get("attention_mask"),
-                                   self._teacher_hidden)
+                                   self._kept_teacher_dims())
             loss = loss + r.hidden_weight * hd
             parts["hidden"] = float(hd.detach())
         return APTLoss(loss, student_out, r.weight, parts)
+
+    def _kept_teacher_dims(self) -> torch.Tensor | None:
+        """Positions in the teacher's hidden states of the student's surviving dimensions; None when none was cut."""
+        surviving = self.model.state.hidden_index
+        if len(surviving) == len(self._teacher_dims):
+            return None
+        return torch.searchsorted(self._teacher_dims, surviving)
 
     def after_backward(self) -> None:
         """Fold this step's observations into the block salience and the adapter importance.
@@ -363,8 +371,6 @@ class APT:
             pass
         keep = self._keep_set(p.density)
         self.model.state.set_masks(heads=keep.heads, ffn=keep.ffn, hidden=keep.hidden)
-        if self.recovery_teacher is not None and not bool(keep.hidden.all()):
-            self._teacher_hidden = torch.nonzero(keep.hidden).flatten()
         if p.refit:
             self.refit_errors = self.refit(itertools.islice(batches, p.calibration_batches))
         removed = self.model.prune()
@@ -424,8 +430,6 @@ class APT:
             "scorer": self.scorer.state_dict(), "importance": self.importance.state_dict(),
             "generator": self.generator.get_state(), "kept_before": self._kept_before,
         }
-        if self._teacher_hidden is not None:
-            state["teacher_hidden"] = self._teacher_hidden.cpu()
         if self.transform is not None:
             state["transform"] = {"rank": self.transform.linear.rank,
                                   **{k: v.detach().cpu() for k, v in self.transform.state_dict().items()}}
@@ -439,7 +443,6 @@ class APT:
         self.importance.load_state_dict(state["importance"])
         self.generator.set_state(state["generator"])
         self._kept_before = state.get("kept_before") or self.model.state.kept_sizes()
-        self._teacher_hidden = state.get("teacher_hidden")
         if self.transform is not None:
             saved = dict(state["transform"])
             self.transform.sync()  # to the model's surviving hidden dimensions
