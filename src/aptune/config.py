@@ -80,6 +80,9 @@ class PruneConfig:
     layer_floor: float = 0.0  # every layer keeps at least this fraction of its KV groups and FFN neurons; 0: none
     before_tuning: bool = False  # one-shot pruning from calibration batches before any tuning
     calibration_batches: int = 16
+    # with before_tuning: instruction records (JSON / JSONL, the data's fields) whose batches choose the cut instead
+    # of the training data's, e.g. text of the domain the pruned model must keep (docs/method.md §D3)
+    calibration_file: str | None = None
     # with before_tuning: refit the kept columns of every o / down the cut thins, by least squares on the next
     # calibration_batches batches, so that they write what the dense layer wrote (docs/method.md §D2)
     refit: bool = False
@@ -169,6 +172,7 @@ class RunConfig:
         _check_values(self)
         _check_schedule(self.train.steps, self.prune)
         _check_refit(self.prune)
+        _check_calibration_file(self.prune, self.model.head)
         _check_distill_window(self.distill, self.prune)
         _check_recovery(self.recover, self.prune, self.distill)
         if self.train.steps == 0 and self.prune.enabled and not self.prune.before_tuning:
@@ -256,6 +260,7 @@ _RULES: dict[str, _Rule] = {
     "prune.round_to": _AT_LEAST_1,
     "prune.layer_floor": _IN_0_1_CLOSED_OPEN,
     "prune.calibration_batches": _AT_LEAST_1,
+    "prune.calibration_file": _NON_EMPTY,
     "prune.refit_damp": _POSITIVE,
     "rank.strategy": _one_of(("salience", "uniform", "none")),
     "rank.budget_ratio": _AT_LEAST_1,
@@ -383,6 +388,18 @@ def _check_refit(prune: "PruneConfig") -> None:
     if prune.refit and not (prune.enabled and prune.before_tuning):
         raise ValueError("prune.refit=true refits the writers of the one cut before tuning: set prune.enabled=true "
                          "and prune.before_tuning=true, or prune.refit=false")
+
+
+def _check_calibration_file(prune: "PruneConfig", head: str) -> None:
+    """Calibration records choose the one cut before tuning; a schedule's cuts read the training batches."""
+    if prune.calibration_file is None:
+        return
+    if not (prune.enabled and prune.before_tuning):
+        raise ValueError(f"prune.calibration_file={prune.calibration_file!r} chooses the one cut before tuning: set "
+                         "prune.enabled=true and prune.before_tuning=true, or drop prune.calibration_file")
+    if head != "causal-lm":
+        raise ValueError(f"prune.calibration_file={prune.calibration_file!r} holds instruction records, which need "
+                         f"model.head=causal-lm (got {head!r})")
 
 
 def _check_recovery(recover: RecoveryConfig, prune: "PruneConfig", distill: DistillConfig) -> None:

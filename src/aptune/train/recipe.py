@@ -33,7 +33,7 @@ from aptune.train.checkpoint import (config_differences, latest_intact_checkpoin
                                      restore_model, save_checkpoint)
 from aptune.train.progress import JsonlLog, Progress
 from aptune.train.run_folder import claim, truncate_log
-from aptune.train.tasks import TrainTask, load_train_task, set_label_names
+from aptune.train.tasks import TrainTask, load_calibration_examples, load_train_task, set_label_names
 from aptune.tuning.rank_allocator import tuning_params
 
 
@@ -195,12 +195,29 @@ def resumable_config(config: RunConfig) -> dict:
     return data
 
 
+def _calibration_shard(run: Run) -> list:
+    """This process's records for the cut's calibration: its training shard, or its shard of
+    ``prune.calibration_file``, which must fill every batch the cut (and a refit) reads."""
+    p = run.config.prune
+    if not p.calibration_file:
+        return run.shard
+    shard = load_calibration_examples(run.config, run.tokenizer)[run.proc.process_index::run.proc.num_processes]
+    needed = p.calibration_batches * (2 if p.refit else 1) * run.config.train.batch_size
+    if len(shard) < needed:
+        raise ValueError(f"prune.calibration_file={p.calibration_file!r} gives {len(shard)} records to each of "
+                         f"{run.proc.num_processes} process(es); the cut reads {needed} there "
+                         f"(prune.calibration_batches={p.calibration_batches} x train.batch_size="
+                         f"{run.config.train.batch_size}{', twice for prune.refit' if p.refit else ''}): add "
+                         "records or lower prune.calibration_batches")
+    return shard
+
+
 def _prune_before_tuning(run: Run) -> None:
     p = run.config.prune
     if not (p.enabled and p.before_tuning):
         return
-    calibration = _on_device(_loader(run.shard, run.config, run.tokenizer.pad_token_id, run.config.train.seed + 1),
-                             run.proc.device)
+    calibration = _on_device(_loader(_calibration_shard(run), run.config, run.tokenizer.pad_token_id,
+                                     run.config.train.seed + 1), run.proc.device)
     removed = run.apt.prune_before_tuning(calibration)
     density = run.apt.density()
     run.proc.print(f"[aptune] pruned before tuning from {p.calibration_batches} calibration batches: density "

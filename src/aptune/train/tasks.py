@@ -30,6 +30,8 @@ from aptune.data import (
     load_user_instruction_data,
     select_metrics,
 )
+from aptune.data.instruct import read_instruction_file, tokenize_instruction_splits
+from aptune.data.resolve import DataSource
 from aptune.eval.classification import evaluate_task
 from aptune.eval.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
@@ -70,6 +72,19 @@ def load_train_task(config: RunConfig, tokenizer) -> TrainTask:
     glue = load_glue_task(d.task, tokenizer, d.max_length, d.data_dir, d.max_train_samples, d.max_eval_samples,
                           seed=seed)
     return _classification_task(glue, config, tokenizer.pad_token_id)
+
+
+def load_calibration_examples(config: RunConfig, tokenizer) -> list[dict[str, Any]]:
+    """``prune.calibration_file``'s records, tokenized as the training data is (its fields, prompt style and
+    length, loss on the response only), for the batches that choose the cut before tuning."""
+    path = config.prune.calibration_file
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"prune.calibration_file={path!r} is not a file; give a JSON or JSON-lines file of "
+                                "instruction records with the data's fields (instruction, input, output by default)")
+    records = read_instruction_file(path, instruction_fields(config))
+    data = tokenize_instruction_splits(records, [], DataSource("file", str(path)), tokenizer, config.data.max_length,
+                                      config.train.seed)
+    return data.train
 
 
 def _classification_task(data: TaskData, config: RunConfig, pad_id: int) -> TrainTask:
