@@ -80,8 +80,8 @@ class PruneConfig:
     layer_floor: float = 0.0  # every layer keeps at least this fraction of its KV groups and FFN neurons; 0: none
     before_tuning: bool = False  # one-shot pruning from calibration batches before any tuning
     calibration_batches: int = 16
-    # with before_tuning: instruction records (JSON / JSONL, the data's fields) whose batches choose the cut instead
-    # of the training data's, e.g. text of the domain the pruned model must keep (docs/method.md §D3)
+    # with before_tuning: instruction records (any data.train_file format, the data's fields) whose batches choose
+    # the cut instead of the training data's, e.g. text of the domain the pruned model must keep (docs/method.md §D3)
     calibration_file: str | None = None
     # with before_tuning: refit the kept columns of every o / down the cut thins, by least squares on the next
     # calibration_batches batches, so that they write what the dense layer wrote (docs/method.md §D2)

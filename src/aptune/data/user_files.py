@@ -432,6 +432,12 @@ def select_metrics(
 # ------------------------------------------------------------------------------------------ instructions
 
 
+def read_instruction_table(path: str | Path, setting: str, fields: InstructionFields) -> list[InstructionRecord]:
+    """A user's instruction records from any file format :func:`read_table` reads, checked against ``fields``;
+    ``setting`` is the config key that named the file, for messages."""
+    return _instruction_records(read_table(path, setting), fields)
+
+
 def _instruction_records(table: Table, fields: InstructionFields) -> list[InstructionRecord]:
     if fields.messages is not None:
         table.require(fields.messages, "data.messages_field")
@@ -471,12 +477,11 @@ def load_user_instruction_data(
         train_responses: outputs for the training records (:func:`aptune.data.instruct.replace_outputs`).
         Others: as in :func:`load_user_classification`.
     """
-    train_table = read_table(train_file, "data.train_file")
-    train_records = _instruction_records(train_table, fields)
+    train_records = read_instruction_table(train_file, "data.train_file", fields)
     if eval_file is None:
-        train_records, eval_records = _held_out(train_records, train_table.path, seed, [])
+        train_records, eval_records = _held_out(train_records, Path(train_file), seed, [])
     else:
-        eval_records = _instruction_records(read_table(eval_file, "data.eval_file"), fields)
-    return tokenize_instruction_splits(train_records, eval_records, DataSource("file", str(train_table.path)),
+        eval_records = read_instruction_table(eval_file, "data.eval_file", fields)
+    return tokenize_instruction_splits(train_records, eval_records, DataSource("file", str(Path(train_file))),
                                       tokenizer, max_length, seed, max_train_samples, max_eval_samples, prompt_style,
                                       train_responses)

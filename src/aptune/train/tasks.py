@@ -30,8 +30,9 @@ from aptune.data import (
     load_user_instruction_data,
     select_metrics,
 )
-from aptune.data.instruct import read_instruction_file, tokenize_instruction_splits
+from aptune.data.instruct import tokenize_instruction_splits
 from aptune.data.resolve import DataSource
+from aptune.data.user_files import read_instruction_table
 from aptune.eval.classification import evaluate_task
 from aptune.eval.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
@@ -75,15 +76,12 @@ def load_train_task(config: RunConfig, tokenizer) -> TrainTask:
 
 
 def load_calibration_examples(config: RunConfig, tokenizer) -> list[dict[str, Any]]:
-    """``prune.calibration_file``'s records, tokenized as the training data is (its fields, prompt style and
-    length, loss on the response only), for the batches that choose the cut before tuning."""
+    """``prune.calibration_file``'s records, read and tokenized as a ``data.train_file`` is (any of its formats,
+    its fields, prompt style and length, loss on the response only), for the batches that choose the cut."""
     path = config.prune.calibration_file
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"prune.calibration_file={path!r} is not a file; give a JSON or JSON-lines file of "
-                                "instruction records with the data's fields (instruction, input, output by default)")
-    records = read_instruction_file(path, instruction_fields(config))
-    data = tokenize_instruction_splits(records, [], DataSource("file", str(path)), tokenizer, config.data.max_length,
-                                      config.train.seed)
+    records = read_instruction_table(path, "prune.calibration_file", instruction_fields(config))
+    data = tokenize_instruction_splits(records, [], DataSource("file", str(Path(path))), tokenizer,
+                                      config.data.max_length, config.train.seed)
     return data.train
 
 
