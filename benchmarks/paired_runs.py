@@ -17,6 +17,9 @@ Losses are better lower, the rest higher.
         baseline=runs/rec/baseline-s42,runs/rec/baseline-s43,runs/rec/baseline-s44 \\
         recovery=runs/rec/rec-s42,runs/rec/rec-s43,runs/rec/rec-s44 \\
         --json results/llama/recovery/seeds.json --markdown results/llama/recovery/seeds.md
+
+With ``--by-recipe 'held-out loss,MC average acc'`` the markdown has one row per recipe instead (many recipes
+against one reference); the JSON is the same.
 """
 
 from __future__ import annotations
@@ -177,6 +180,28 @@ def markdown(table: dict, recipes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def markdown_by_recipe(table: dict, recipes: list[str], metrics: list[str]) -> str:
+    """One row per recipe, for a few metrics: its mean ± interval and its paired change to the first recipe
+    (the layout for many recipes against one reference, which the metric-per-row table makes too wide)."""
+    missing = [m for m in metrics if m not in table]
+    if missing:
+        raise SystemExit(f"--by-recipe: no metric {', '.join(map(repr, missing))}; the runs have: "
+                         + ", ".join(map(repr, table)))
+    reference = recipes[0]
+    head = ["recipe", "seeds", *(h for m in metrics for h in (m, f"{m}, paired − {reference}"))]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (2 * len(metrics))]
+    for r in recipes:
+        seeds = sorted({int(s) for m in metrics for s in table[m]["recipes"][r]["by_seed"]})
+        cells = [f"`{r}`", ", ".join(map(str, seeds))]
+        for m in metrics:
+            cell = table[m]["recipes"][r]
+            cells.append(_cell(cell["mean"], cell["half_width"]))
+            p = table[m]["paired"].get(r)
+            cells.append("(reference)" if p is None else f"{_cell(p['mean'], p['half_width'])} ({p['verdict']})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("recipes", nargs="+",
@@ -184,12 +209,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mc", default="mc.json", help="aptune eval record inside each run folder (NAME.mc.json beside a record)")
     parser.add_argument("--json", type=Path, help="write the table (values by seed, intervals) here")
     parser.add_argument("--markdown", type=Path, help="write the markdown table here")
+    parser.add_argument("--by-recipe", metavar="METRIC[,METRIC...]",
+                        help="markdown with one row per recipe and only these metrics (e.g. 'held-out loss,MC average "
+                             "acc'), for many recipes against the first")
     args = parser.parse_args(argv)
     if len(args.recipes) < 2:
         parser.error("give at least two recipes to compare")
     recipes = dict(load_recipe(spec, args.mc) for spec in args.recipes)
     table = compare(recipes)
-    text = markdown(table, list(recipes))
+    if args.by_recipe:
+        text = markdown_by_recipe(table, list(recipes), args.by_recipe.split(","))
+    else:
+        text = markdown(table, list(recipes))
     print(text, end="")
     if args.markdown:
         args.markdown.write_text(text)

@@ -195,3 +195,27 @@ def test_committed_run_records_compare_as_their_run_folders_do(tmp_path):
 
     with pytest.raises(SystemExit, match="no summary.json or config.yaml"):
         run_record.main([str(tmp_path / "records"), "--name", "x", "--command", "c", "--out", str(tmp_path / "x.json")])
+
+
+def test_by_recipe_layout_has_one_row_per_recipe_with_the_tables_numbers(tmp_path):
+    """--by-recipe: many recipes against the first, one row each; the cells are the JSON table's numbers, and a
+    metric the runs lack is refused with the ones they have."""
+    paired_runs = _module()
+    results = Path(__file__).parents[1] / "results/llama/mc500/results"
+    names = ("apt_recovery_round8", "apt_recovery", "apt_recovery_full")
+    specs = [f"{n}=" + ",".join(str(results / f"{n}__alpaca__seed{s}.json") for s in (42, 43, 44)) for n in names]
+    out, md = tmp_path / "t.json", tmp_path / "t.md"
+    paired_runs.main([*specs, "--by-recipe", "held-out loss,MC average acc", "--json", str(out), "--markdown", str(md)])
+    table = json.loads(out.read_text())["table"]
+    lines = md.read_text().splitlines()
+    assert lines[0] == ("| recipe | seeds | held-out loss | held-out loss, paired − apt_recovery_round8 | MC average acc "
+                        "| MC average acc, paired − apt_recovery_round8 |")
+    assert [line.split(" | ")[0] for line in lines[2:]] == [f"| `{n}`" for n in names]
+    reference = table["held-out loss"]["recipes"]["apt_recovery_round8"]
+    assert lines[2] == (f"| `apt_recovery_round8` | 42, 43, 44 | {reference['mean']:.3f} ± {reference['half_width']:.3f} "
+                        f"| (reference) | {table['MC average acc']['recipes']['apt_recovery_round8']['mean']:.3f} ± "
+                        f"{table['MC average acc']['recipes']['apt_recovery_round8']['half_width']:.3f} | (reference) |")
+    full = table["MC average acc"]["paired"]["apt_recovery_full"]
+    assert lines[4].endswith(f"| {full['mean']:.3f} ± {full['half_width']:.3f} ({full['verdict']}) |")
+    with pytest.raises(SystemExit, match="no metric 'accuracy'; the runs have: 'held-out loss'"):
+        paired_runs.main([*specs[:2], "--by-recipe", "accuracy"])
