@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from aptune.ablation.results import pruning_accuracy
 from aptune.ablation.stats import Stat, interval_side
 from aptune.provenance import meta_info
 
@@ -92,7 +93,7 @@ def result_file(path: Path, mc_name: str) -> tuple[int, dict[str, float]]:
         raise SystemExit(f"{path}: neither a run record of benchmarks/run_record.py (final, evals, config) nor a "
                          "result JSON of aptune ablate (run_info, train_info, eval_info)") from None
     metrics = dev_metrics(dev["primary_metric"], dev["final"], train["curve"], dev.get("best_after_pruning"),
-                          train.get("pruning_accuracy"))
+                          pruning_accuracy(record))
     if dev.get("downstream"):  # the plan's multiple-choice evaluation of the export
         metrics.update(mc_metrics(dev["downstream"]))
     return int(run["seed"]), metrics

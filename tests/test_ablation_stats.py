@@ -16,6 +16,7 @@ from scipy import stats as scipy_stats
 from aptune.ablation.catalogue import Metric
 from aptune.ablation.metrics import run_metrics
 from aptune.ablation.report import write_report
+from aptune.ablation.results import pruning_accuracy
 from aptune.ablation.stats import (COSTS_MORE, HELPS, HURTS, NO_EFFECT, NO_PAIRS, ONE_SEED, SAVES, TaskComparison,
                                    paired_difference, variant_values)
 
@@ -203,3 +204,19 @@ def test_provenance_names_every_commit_the_runs_were_trained_at():
     assert f"`abc` ({len(results) - 2} runs)" in line and "`def` (2 runs)" in line
     results[1]["meta_info"]["aptune_git_sha"] = "abc"
     assert "`def` (1 run)" in provenance(results, 0)[1]
+
+
+def test_pruning_accuracy_of_a_cut_before_tuning_is_the_step_0_evaluation_or_none():
+    """A run cut before tuning is at its density from step 0; an evaluation logged at a later (rank-growth) step,
+    as older results of such runs carry, is after recovery and must not be shown as the pruning accuracy."""
+    def result(before_tuning: bool, step: int) -> dict:
+        r = _result("apt", 1, 0.8, 100.0)
+        r["run_info"]["config"]["prune"]["before_tuning"] = before_tuning
+        r["train_info"]["events"] = [{"event": "prune", "step": 10}, {"event": "eval_at_target", "step": step}]
+        return r
+
+    assert pruning_accuracy(result(True, 0)) == pytest.approx(0.75)
+    assert pruning_accuracy(result(True, 10)) is None
+    assert run_metrics(result(True, 10), [])["pruning_acc"] is None
+    assert pruning_accuracy(result(False, 10)) == pytest.approx(0.75)  # a scheduled cut reaches its density there
+    assert pruning_accuracy(_result("lora", 1, 0.8, 100.0, prune=False)) is None

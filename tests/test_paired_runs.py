@@ -92,8 +92,9 @@ def _ablation_result(path: Path, seed: int, accuracy: float, pruning_accuracy: f
     """The parts of an ``aptune ablate`` result JSON that the script reads."""
     final = {"step": 1000, "accuracy": accuracy}
     path.write_text(json.dumps({
-        "run_info": {"seed": seed},
-        "train_info": {"curve": [{"step": 500, "accuracy": 0.8}, final], "pruning_accuracy": pruning_accuracy},
+        "run_info": {"seed": seed, "config": {"prune": {"enabled": True, "before_tuning": False}}},
+        "train_info": {"curve": [{"step": 500, "accuracy": 0.8}, final], "pruning_accuracy": pruning_accuracy,
+                       "events": [{"event": "eval_at_target", "step": 500}]},
         "eval_info": {"primary_metric": "accuracy", "final": final, "best_after_pruning": accuracy}}))
     return str(path)
 

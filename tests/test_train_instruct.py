@@ -53,6 +53,13 @@ def test_pruning_before_tuning_cuts_once_from_calibration_batches_then_only_grow
     assert len(growth) == 2 and all(sum(e["removed"].values()) == 0 for e in growth)
     assert max(growth[-1]["ranks"].values()) > 8  # the adapters still grew
     assert summary["density"] == first["density"]
+    # the pruning accuracy is the cut model's, at step 0: what the same cut evaluates to with no tuning at all
+    at_target = [e for e in events if e.get("event") == "eval_at_target"]
+    assert [e["step"] for e in at_target] == [0] and summary["pruning_accuracy"] == at_target[0]["eval_loss"]
+    untuned = train(load_config(EXACT, [f"output_dir={tmp_path / 'untuned'}", f"model.name={base}", *TINY,
+                                        "train.steps=0", "prune.before_tuning=true", "prune.calibration_batches=3"]))
+    assert summary["pruning_accuracy"] == untuned["final"]["eval_loss"]
+    assert summary["best_after_pruning"] == min(h["eval_loss"] for h in summary["history"])
 
 
 def _records_file(path, count):

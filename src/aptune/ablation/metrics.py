@@ -19,7 +19,7 @@ from __future__ import annotations
 import statistics
 
 from aptune.ablation.results import (dev_scores, find_runs, finished, model_memory_by_batch, prunes,
-                                     side_by_side_timings)
+                                     pruning_accuracy, side_by_side_timings)
 
 TTA_FRACTIONS = (0.95, 0.97, 1.0)
 HEADLINE_FRACTION = 0.97
@@ -87,7 +87,7 @@ def _measured(result: dict) -> dict[str, float | None]:
         "final": ev["final"].get(ev["primary_metric"]), "best_after_pruning": ev["best_after_pruning"],
         "train_time_s": train["train_time_s"], "train_peak_mem": train["peak_rss_bytes"],
         "train_mem": (train.get("memory") or {}).get("total_bytes"),
-        "pruning_acc": train.get("pruning_accuracy") if prunes(result) else None,
+        "pruning_acc": pruning_accuracy(result),
         "params": inf["params"] if inf else None, "disk": inf["disk_bytes"] if inf else None,
         "density": train["density"],
     }

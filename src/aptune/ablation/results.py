@@ -71,6 +71,21 @@ def prunes(result: dict) -> bool:
     return bool((config.get("prune") or {}).get("enabled"))
 
 
+def pruning_accuracy(result: dict) -> float | None:
+    """The dev metric at the target density before recovery, or None where the run did not measure it there.
+
+    A run cut before tuning reaches its density at step 0 and is evaluated there. Older results of such runs carry
+    the evaluation at the last scheduled (rank-growth) step, after that many steps of recovery: not this number."""
+    if not prunes(result):
+        return None
+    train = result["train_info"]
+    cut_before = (result["run_info"].get("config") or {}).get("prune", {}).get("before_tuning")
+    steps = [e["step"] for e in train.get("events") or [] if e.get("event") == "eval_at_target"]
+    if cut_before and steps and steps[-1] != 0:
+        return None
+    return train.get("pruning_accuracy")
+
+
 def same_run_as(results: list[dict], variant: str, task: str) -> str | None:
     """The variant whose run this variant's results copy (two variants with one resolved config run once).
 

@@ -113,12 +113,12 @@ def setup(config: RunConfig, proc, out: Path) -> Run:
         (out / "schedule.json").write_text(json.dumps(apt.schedules(), indent=1))
     run = Run(config, out, proc, log, tokenizer, task, shard, batches, apt)
     resumed = _restore_model_and_method(run)
+    run.start_time = time.perf_counter() - (resumed[1]["wall"] if resumed else 0.0)
     if resumed is None:
-        _prune_before_tuning(run)
+        _prune_before_tuning(run)  # on the clock: the cut's calibration passes are part of the training cost
     _build_optimizer(run)
     if resumed is not None:
         _restore_loop(run, *resumed)
-    run.start_time = time.perf_counter() - (resumed[1]["wall"] if resumed else 0.0)
     return run
 
 
@@ -227,8 +227,11 @@ def _prune_before_tuning(run: Run) -> None:
         before, after = (sum(e[k] for e in refit.values()) / len(refit) for k in ("before", "after"))
         run.proc.print(f"[aptune] refitted {len(refit)} writers of the cut: mean relative output error "
                        f"{before:.3f} -> {after:.3f}")
-    run.log.write(event="prune_before_tuning", step=0, removed=removed, params=run.model.num_params(),
-                  density=density, kept=run.model.state.kept_sizes(), **({"refit": refit} if refit else {}))
+    run.log.write(event="prune_before_tuning", step=0, wall=run.wall(), removed=removed,
+                  params=run.model.num_params(), density=density, kept=run.model.state.kept_sizes(),
+                  **({"refit": refit} if refit else {}))
+    if run.config.train.steps > 0:  # with no steps the final evaluation is this one
+        _evaluate_at_target(run, 0)
 
 
 def _build_optimizer(run: Run) -> None:
@@ -306,7 +309,9 @@ def _after_pruning_step(run: Run, event: PruningEvent) -> None:
                        f"(density {event.density:.3f}); recovery continues on the task loss")
         run.log.write(event="distill_end", step=event.step, params=event.params, density=event.density)
         return
-    if event.pruned:
+    # with one cut before tuning (at step 0) the scheduled steps only grow ranks
+    cut_before = run.config.prune.enabled and run.config.prune.before_tuning
+    if event.pruned and not cut_before:
         run.proc.print(f"[aptune] pruning step {event.k}/{event.num_steps} at step {event.step}: density "
                        f"{event.density:.3f} (target {event.target_density:.3f}), removed {event.removed}"
                        + _growth_note(run, event))
@@ -315,13 +320,19 @@ def _after_pruning_step(run: Run, event: PruningEvent) -> None:
                        f"{event.tuning_params:,}")
     run.log.write(event="prune", step=event.step, k=event.k, removed=event.removed, params=event.params,
                   density=event.density, ranks=event.ranks, kept=run.model.state.kept_sizes())
-    if event.reached_target:
-        # "pruning accuracy": the dev metric at the target density, before any recovery training
-        metrics = _dev_metrics(run)
-        run.log.write(event="eval_at_target", step=event.step, wall=run.wall(), **metrics)
-        run.pruning_accuracy = metrics[run.task.primary_metric]
+    if event.reached_target and not cut_before:
+        _evaluate_at_target(run, event.step)
     if event.distillation_started:
         run.proc.print(f"[aptune] distillation starts at step {event.step} (teacher = snapshot of the adapters)")
+
+
+def _evaluate_at_target(run: Run, step: int) -> None:
+    """The "pruning accuracy": the dev metric at the target density, before any recovery training."""
+    metrics = _dev_metrics(run)
+    run.log.write(event="eval_at_target", step=step, wall=run.wall(), **metrics)
+    run.pruning_accuracy = metrics[run.task.primary_metric]
+    run.proc.print(f"[aptune] at the target density before recovery: dev {run.task.primary_metric} "
+                   f"{run.pruning_accuracy:.4f}")
 
 
 def _growth_note(run: Run, event: PruningEvent) -> str:
@@ -397,7 +408,8 @@ def save(run: Run, command: str | None = None) -> dict:
     if main:
         export = run.model.export(export, tokenizer=run.tokenizer, card=_card(run, command),
                                   dtype=export_dtype(run.config))
-    after_prune = [h for h in run.history if h["step"] >= run.apt.last_pruning_step]
+    cut_at = 0 if run.config.prune.before_tuning else run.apt.last_pruning_step
+    after_prune = [h for h in run.history if h["step"] >= cut_at]
     summary = {
         "task": task.name, "primary_metric": task.primary_metric, "num_labels": task.num_labels,
         "final": run.history[-1], "higher_is_better": task.higher_is_better,
