@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if len(args.recipes) < 2:
         parser.error("give at least two recipes to compare")
+    meta = meta_info()  # before this run writes its own (possibly tracked) outputs, which would mark the tree dirty
     recipes = dict(load_recipe(spec, args.mc) for spec in args.recipes)
     table = compare(recipes)
     if args.by_recipe:
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         args.markdown.write_text(text)
     if args.json:
         record = {"command": "python benchmarks/paired_runs.py " + " ".join(args.recipes),
-                  "meta_info": meta_info(), "runs": {spec.partition("=")[0]: spec.partition("=")[2].split(",")
+                  "meta_info": meta, "runs": {spec.partition("=")[0]: spec.partition("=")[2].split(",")
                                                      for spec in args.recipes},
                   "table": table}
         args.json.write_text(json.dumps(record, indent=1) + "\n")
