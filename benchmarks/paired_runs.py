@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         record = {"command": "python benchmarks/paired_runs.py " + " ".join(args.recipes),
                   "meta_info": meta, "runs": {spec.partition("=")[0]: spec.partition("=")[2].split(",")
-                                                     for spec in args.recipes},
+                                              for spec in args.recipes},
                   "table": table}
         args.json.write_text(json.dumps(record, indent=1) + "\n")
 

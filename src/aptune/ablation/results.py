@@ -79,7 +79,7 @@ def pruning_accuracy(result: dict) -> float | None:
     if not prunes(result):
         return None
     train = result["train_info"]
-    cut_before = (result["run_info"].get("config") or {}).get("prune", {}).get("before_tuning")
+    cut_before = ((result["run_info"].get("config") or {}).get("prune") or {}).get("before_tuning")
     steps = [e["step"] for e in train.get("events") or [] if e.get("event") == "eval_at_target"]
     if cut_before and steps and steps[-1] != 0:
         return None
