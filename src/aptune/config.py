@@ -88,6 +88,11 @@ class PruneConfig:
     refit: bool = False
     refit_damp: float = 0.3  # ridge toward the old weights, as a fraction of the kept inputs' mean Gram diagonal
 
+    @property
+    def cuts_before_tuning(self) -> bool:
+        """Pruning is one cut at step 0; the scheduled steps then only grow ranks."""
+        return self.enabled and self.before_tuning
+
 
 @dataclass
 class RankConfig:

@@ -476,7 +476,7 @@ def _pruning_schedule(p, total_steps: int) -> PruningSchedule:
         total_steps=total_steps, start=p.start_step, end=int(p.end_fraction * total_steps),
         num_prunings=p.num_steps, target_density=p.density if p.enabled else 1.0,
         # pruned once before tuning: the schedule then only carries the rank-growth steps
-        start_density=p.density if (p.enabled and p.before_tuning) else 1.0,
+        start_density=p.density if p.cuts_before_tuning else 1.0,
         warmup_steps=int(p.warmup_fraction * total_steps),
         decay_steps=max(1, int(1.0 / p.mask_lr)) + 2, alpha=p.mask_lr,
     )

@@ -65,10 +65,13 @@ def dev_scores(result: dict) -> list[tuple[int, float, float]]:
     return [(h["step"], h["wall"], h[metric]) for h in result["train_info"]["curve"] if metric in h]
 
 
+def _prune_section(result: dict) -> dict:
+    return (result["run_info"].get("config") or {}).get("prune") or {}
+
+
 def prunes(result: dict) -> bool:
     """Whether the run pruned: runs that did not have no kept-block overlap or pruning accuracy to show."""
-    config = result["run_info"].get("config") or {}
-    return bool((config.get("prune") or {}).get("enabled"))
+    return bool(_prune_section(result).get("enabled"))
 
 
 def pruning_accuracy(result: dict) -> float | None:
@@ -79,7 +82,7 @@ def pruning_accuracy(result: dict) -> float | None:
     if not prunes(result):
         return None
     train = result["train_info"]
-    cut_before = ((result["run_info"].get("config") or {}).get("prune") or {}).get("before_tuning")
+    cut_before = _prune_section(result).get("before_tuning")
     steps = [e["step"] for e in train.get("events") or [] if e.get("event") == "eval_at_target"]
     if cut_before and steps and steps[-1] != 0:
         return None

@@ -214,7 +214,7 @@ def _calibration_shard(run: Run) -> list:
 
 def _prune_before_tuning(run: Run) -> None:
     p = run.config.prune
-    if not (p.enabled and p.before_tuning):
+    if not p.cuts_before_tuning:
         return
     calibration = _on_device(_loader(_calibration_shard(run), run.config, run.tokenizer.pad_token_id,
                                      run.config.train.seed + 1), run.proc.device)
@@ -309,8 +309,7 @@ def _after_pruning_step(run: Run, event: PruningEvent) -> None:
                        f"(density {event.density:.3f}); recovery continues on the task loss")
         run.log.write(event="distill_end", step=event.step, params=event.params, density=event.density)
         return
-    # with one cut before tuning (at step 0) the scheduled steps only grow ranks
-    cut_before = run.config.prune.enabled and run.config.prune.before_tuning
+    cut_before = run.config.prune.cuts_before_tuning  # then the scheduled steps only grow ranks
     if event.pruned and not cut_before:
         run.proc.print(f"[aptune] pruning step {event.k}/{event.num_steps} at step {event.step}: density "
                        f"{event.density:.3f} (target {event.target_density:.3f}), removed {event.removed}"
@@ -408,7 +407,7 @@ def save(run: Run, command: str | None = None) -> dict:
     if main:
         export = run.model.export(export, tokenizer=run.tokenizer, card=_card(run, command),
                                   dtype=export_dtype(run.config))
-    cut_at = 0 if run.config.prune.before_tuning else run.apt.last_pruning_step
+    cut_at = 0 if run.config.prune.cuts_before_tuning else run.apt.last_pruning_step
     after_prune = [h for h in run.history if h["step"] >= cut_at]
     summary = {
         "task": task.name, "primary_metric": task.primary_metric, "num_labels": task.num_labels,
