@@ -114,3 +114,36 @@ def test_generate_command_writes_answers_a_training_run_can_read(tmp_path):
     meta = json.loads((tmp_path / "answers.jsonl.meta.json").read_text())
     assert meta["records"] == 4 and meta["max_length"] == 64 and "aptune_git_sha" in meta["meta"]
     assert replace_outputs(RECORDS, out)[2].output == rows[2]["output"]
+
+
+def test_extra_train_file_joins_the_training_split_and_leaves_the_held_out_records(tmp_path):
+    _, tokenizer, base = _tiny(tmp_path)
+    data = _write(tmp_path / "data.jsonl", [{"instruction": f"Task {i}.", "input": "", "output": f"Answer {i}."}
+                                            for i in range(20)])
+    extra = _write(tmp_path / "extra.jsonl", [{"instruction": "Write a passage.", "input": "", "output": f"Text {i}."}
+                                              for i in range(5)])
+    overrides = [f"model.name={base}", f"data.task={data}", "train.seed=3"]
+    plain = load_train_task(load_config("configs/smollm2/alpaca.yaml", overrides), tokenizer)
+    more = load_train_task(load_config("configs/smollm2/alpaca.yaml", overrides + [f"data.extra_train_file={extra}"]),
+                           tokenizer)
+    assert more.eval == plain.eval
+    assert more.train[:len(plain.train)] == plain.train and len(more.train) == len(plain.train) + 5
+    added = load_instruction_data(extra, tokenizer, 64, eval_fraction=0.0)
+    assert more.train[len(plain.train):] == added.train  # tokenized as the data set's own records are
+    with pytest.raises(ValueError, match="data.extra_train_file=.*needs model.head=causal-lm"):
+        load_config("configs/minilm/sst2.yaml", [f"data.extra_train_file={extra}"])
+
+
+def test_generate_documents_writes_seeded_samples_a_training_run_can_add(tmp_path):
+    _, tokenizer, base = _tiny(tmp_path)
+    outs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    for out in outs:
+        assert main(["generate", "--model", str(base), "--documents", "3", "--new-tokens", "6", "--batch-size", "2",
+                     "--min-chars", "0", "--seed", "5", "--threads", "1", "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in outs[0].read_text().splitlines()]
+    assert len(rows) == 3 and all(row["instruction"] == "Write a passage." and row["output"] for row in rows)
+    assert outs[0].read_text() == outs[1].read_text()  # seeded
+    meta = json.loads((tmp_path / "a.jsonl.meta.json").read_text())
+    assert meta["documents"] == 3 and meta["kept"] == 3 and meta["seed"] == 5
+    config = load_config("configs/smollm2/alpaca.yaml", [f"model.name={base}", f"data.extra_train_file={outs[0]}"])
+    assert len(load_train_task(config, tokenizer).train) > 3

@@ -54,6 +54,9 @@ class DataConfig:
     # Instruction data: an Alpaca-format file whose outputs replace the training records' (same instruction and
     # input), e.g. the model's own answers from `aptune generate`; the held-out records keep the data's own.
     train_responses: str | None = None
+    # Instruction data: an Alpaca-format file whose records join the training split only (never the held-out
+    # records), e.g. the dense model's own text as more recovery data (scripts/sample_model_text.py).
+    extra_train_file: str | None = None
 
 
 @dataclass
@@ -193,6 +196,9 @@ class RunConfig:
             raise ValueError(f"data.train_responses={self.data.train_responses!r} replaces the output field of "
                              f"Alpaca records; chat records (data.messages_field={self.data.messages_field!r}) "
                              "carry their answer in the conversation: put the new answers there instead")
+        if self.data.extra_train_file and self.model.head != "causal-lm":
+            raise ValueError(f"data.extra_train_file={self.data.extra_train_file!r} adds instruction records, which "
+                             f"needs model.head=causal-lm (got {self.model.head!r})")
         if self.adapter.train_base and self.model.dtype in ("bfloat16", "float16"):
             raise ValueError(f"adapter.train_base=true (full fine-tuning) trains every weight, which needs float32 "
                              f"master weights; set model.dtype=float32 (got {self.model.dtype})")
@@ -252,6 +258,7 @@ _RULES: dict[str, _Rule] = {
     "data.output_field": _NON_EMPTY,
     "data.messages_field": _NON_EMPTY,
     "data.train_responses": _NON_EMPTY,
+    "data.extra_train_file": _NON_EMPTY,
     "adapter.targets": (f"be a list of {', '.join(ADAPTER_ROLES)}", lambda v: set(v) <= set(ADAPTER_ROLES)),
     "adapter.rank": _AT_LEAST_0,
     "adapter.scaling": _POSITIVE,

@@ -86,3 +86,46 @@ def _answer_batch(model, tokenizer, batch, encoded, max_length, pad_id, outputs,
     for row, index in enumerate(batch):
         new = out[row, width:width + max_length - len(encoded[index])]
         outputs[index] = tokenizer.decode(new, skip_special_tokens=True).strip()
+
+
+# Common first words of English documents, none of them pointing at a subject: the model chooses the topic.
+DOCUMENT_OPENERS = ("The", "In", "A", "When", "Many", "One", "It", "This", "There", "How", "What", "If", "For",
+                    "Most", "Some", "Although", "During", "After", "Our", "Every")
+
+
+@torch.inference_mode()
+def sampled_documents(model, tokenizer, count: int, new_tokens: int = 200, batch_size: int = 64,
+                      temperature: float = 0.8, top_p: float = 0.95, seed: int = 0, min_chars: int = 200,
+                      progress=None) -> list[str]:
+    """Texts the model writes unprompted: ``count`` samples, each started after the end-of-text token (the
+    boundary between the documents it was pretrained on) with one of :data:`DOCUMENT_OPENERS` in turn, and
+    ``new_tokens`` long at most.
+
+    Recovery data from the model itself, drawn from what it learned in pretraining rather than from one
+    instruction set. The opener is there because SmolLM2-135M's first token after a bare end-of-text is
+    mostly debris ("-_", code fragments), while after a common first word it writes prose, explanations and
+    worked problems. Seeded (``seed``), so a rerun on the same machine writes the same texts. Samples of
+    ``min_chars`` characters or fewer (the model ended the document at once) are dropped, so fewer than
+    ``count`` may come back. ``progress(done, count)`` is called after each batch.
+    """
+    if count < 1 or batch_size < 1 or new_tokens < 1 or temperature <= 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need count, batch_size, new_tokens >= 1, temperature > 0 and top_p in (0, 1]; got "
+                         f"{count}, {batch_size}, {new_tokens}, {temperature}, {top_p}")
+    start = tokenizer.get_vocab().get("<|endoftext|>", tokenizer.eos_token_id)
+    prompts = [[start] + tokenizer(opener, add_special_tokens=False)["input_ids"] for opener in DOCUMENT_OPENERS]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    texts: list[str] = []
+    for done in range(0, count, batch_size):
+        batch = [prompts[index % len(prompts)] for index in range(done, min(done + batch_size, count))]
+        width = max(map(len, batch))  # left-padded, so every row continues from its last prompt token
+        ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
+        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature,
+                             top_p=top_p, max_new_tokens=new_tokens, pad_token_id=pad_id)
+        decoded = (tokenizer.decode(row, skip_special_tokens=True).strip() for row in out)
+        texts.extend(text for text in decoded if len(text) > min_chars)
+        if progress is not None:
+            progress(done + len(batch), count)
+    return texts

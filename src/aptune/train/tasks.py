@@ -69,6 +69,7 @@ def load_train_task(config: RunConfig, tokenizer) -> TrainTask:
         data = load_instruction_data(path, tokenizer, d.max_length, seed=seed, data_dir=d.data_dir,
                                      max_train_samples=d.max_train_samples, max_eval_samples=d.max_eval_samples,
                                      fields=instruction_fields(config), train_responses=d.train_responses)
+        data = with_extra_training_records(data, config, tokenizer)
         return _instruction_task(str(d.task), data, config, tokenizer.pad_token_id)
     glue = load_glue_task(d.task, tokenizer, d.max_length, d.data_dir, d.max_train_samples, d.max_eval_samples,
                           seed=seed)
@@ -83,6 +84,21 @@ def load_calibration_examples(config: RunConfig, tokenizer) -> list[dict[str, An
     data = tokenize_instruction_splits(records, [], DataSource("file", str(Path(path))), tokenizer,
                                       config.data.max_length, config.train.seed)
     return data.train
+
+
+def with_extra_training_records(data, config: RunConfig, tokenizer):
+    """``data`` with ``data.extra_train_file``'s records added to its training split, tokenized the same way.
+
+    The held-out records stay exactly the split's, so runs with and without the extra records are scored on
+    the same examples; ``data.max_train_samples`` subsamples the data set's own records only."""
+    path = config.data.extra_train_file
+    if not path:
+        return data
+    records = read_instruction_table(path, "data.extra_train_file", instruction_fields(config))
+    extra = tokenize_instruction_splits(records, [], DataSource("file", str(Path(path))), tokenizer,
+                                        config.data.max_length, config.train.seed, prompt_style=data.prompt_style)
+    return dataclasses.replace(data, train=data.train + extra.train,
+                               train_records=data.train_records + extra.train_records)
 
 
 def _classification_task(data: TaskData, config: RunConfig, pad_id: int) -> TrainTask:
@@ -118,6 +134,7 @@ def _user_file_task(config: RunConfig, tokenizer) -> TrainTask:
         data = load_user_instruction_data(d.train_file, d.eval_file, tokenizer, d.max_length,
                                           fields=instruction_fields(config), train_responses=d.train_responses,
                                           **samples)
+        data = with_extra_training_records(data, config, tokenizer)
         return _instruction_task(Path(d.train_file).stem, data, config, tokenizer.pad_token_id)
     columns = TableColumns.from_settings(d.text_column, d.label_column, d.text_pair_column)
     data = load_user_classification(d.train_file, d.eval_file, tokenizer, d.max_length, columns, **samples)
