@@ -55,7 +55,7 @@ class DataConfig:
     # input), e.g. the model's own answers from `aptune generate`; the held-out records keep the data's own.
     train_responses: str | None = None
     # Instruction data: an Alpaca-format file whose records join the training split only (never the held-out
-    # records), e.g. the dense model's own text as more recovery data (scripts/sample_model_text.py).
+    # records), e.g. the dense model's own texts as more recovery data (`aptune generate --documents`).
     extra_train_file: str | None = None
 
 

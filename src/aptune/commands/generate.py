@@ -12,7 +12,7 @@ instruction and input; the held-out records keep the data set's own answers, so 
 as before. Each line of the output has ``instruction``, ``input``, ``output`` (the model's answer) and
 ``dataset_output`` (the record's own); ``OUTPUT.meta.json`` says which model, settings and commit made it.
 
-``--documents N`` writes texts the model samples from nothing instead (documents like those it was pretrained
+``--documents N`` writes texts the model samples unprompted instead (documents like those it was pretrained
 on), as Alpaca records with the instruction "Write a passage."; ``data.extra_train_file`` adds them to the
 training split::
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 NAME = "generate"
 HELP = ("write a model's own greedy answers to instruction records (data.train_responses), or texts it samples "
-        "from nothing (--documents; data.extra_train_file): recovery data from the model itself")
+        "unprompted (--documents; data.extra_train_file): recovery data from the model itself")
 DOCUMENT_INSTRUCTION = "Write a passage."
 
 
@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1... (default: cuda when available)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    sampling = parser.add_argument_group("--documents: texts sampled from nothing instead of answers")
+    sampling = parser.add_argument_group("--documents: texts sampled unprompted instead of answers")
     sampling.add_argument("--documents", type=int, help="how many texts to sample (--data is then not read)")
     sampling.add_argument("--new-tokens", type=int, default=200, help="tokens per text at most")
     sampling.add_argument("--temperature", type=float, default=0.8)

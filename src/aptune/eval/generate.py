@@ -1,4 +1,5 @@
-"""Greedy answers to instructions, formatted the way the model was tuned (chat template or Alpaca prompt).
+"""Greedy answers to instructions, formatted the way the model was tuned (chat template or Alpaca prompt), and
+texts a model samples unprompted (:func:`sampled_documents`, recovery data from the model itself).
 
     answers = greedy_answers(model, tokenizer, ["Name three primary colors."], max_new_tokens=48)
 
