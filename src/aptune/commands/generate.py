@@ -62,7 +62,6 @@ def run(args: argparse.Namespace) -> int:
 
     from aptune.data.instruct import load_instruction_records
     from aptune.eval.generate import batched_greedy_outputs
-    from aptune.models import load_model, load_tokenizer, resolve_device
     from aptune.provenance import meta_info
 
     if args.batch_size < 1 or args.max_length < 2 or (args.limit is not None and args.limit < 1):
@@ -73,9 +72,7 @@ def run(args: argparse.Namespace) -> int:
         return _write_documents(args)
     records, source = load_instruction_records(args.data, args.data_dir)  # bad data fails before the model loads
     records = records[:args.limit] if args.limit else records
-    tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model, head="causal-lm", dtype=getattr(torch, args.dtype)).to(resolve_device(args.device))
-    model.eval()
+    tokenizer, model = _load(args)
     started = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
@@ -99,19 +96,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_documents(args: argparse.Namespace) -> int:
-    """``--documents``: the model's own texts as Alpaca records, and ``OUTPUT.meta.json`` with the settings."""
+def _load(args: argparse.Namespace):
+    """The tokenizer and the causal LM of ``--model``, in eval mode on ``--device`` in ``--dtype``."""
     import torch
 
-    from aptune.eval.generate import sampled_documents
     from aptune.models import load_model, load_tokenizer, resolve_device
+
+    tokenizer = load_tokenizer(args.model)
+    model = load_model(args.model, head="causal-lm", dtype=getattr(torch, args.dtype)).to(resolve_device(args.device))
+    return tokenizer, model.eval()
+
+
+def _write_documents(args: argparse.Namespace) -> int:
+    """``--documents``: the model's own texts as Alpaca records, and ``OUTPUT.meta.json`` with the settings."""
+    from aptune.eval.generate import sampled_documents
     from aptune.provenance import meta_info
 
     if args.documents < 1:
         raise ValueError(f"--documents must be >= 1, got {args.documents}")
-    tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model, head="causal-lm", dtype=getattr(torch, args.dtype)).to(resolve_device(args.device))
-    model.eval()
+    tokenizer, model = _load(args)
     started = time.perf_counter()
 
     def progress(done: int, total: int) -> None:

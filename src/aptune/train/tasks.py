@@ -79,11 +79,7 @@ def load_train_task(config: RunConfig, tokenizer) -> TrainTask:
 def load_calibration_examples(config: RunConfig, tokenizer) -> list[dict[str, Any]]:
     """``prune.calibration_file``'s records, read and tokenized as a ``data.train_file`` is (any of its formats,
     its fields, prompt style and length, loss on the response only), for the batches that choose the cut."""
-    path = config.prune.calibration_file
-    records = read_instruction_table(path, "prune.calibration_file", instruction_fields(config))
-    data = tokenize_instruction_splits(records, [], DataSource("file", str(Path(path))), tokenizer,
-                                      config.data.max_length, config.train.seed)
-    return data.train
+    return _file_records(config.prune.calibration_file, "prune.calibration_file", config, tokenizer).train
 
 
 def with_extra_training_records(data, config: RunConfig, tokenizer):
@@ -91,14 +87,19 @@ def with_extra_training_records(data, config: RunConfig, tokenizer):
 
     The held-out records stay exactly the split's, so runs with and without the extra records are scored on
     the same examples; ``data.max_train_samples`` subsamples the data set's own records only."""
-    path = config.data.extra_train_file
-    if not path:
+    if not config.data.extra_train_file:
         return data
-    records = read_instruction_table(path, "data.extra_train_file", instruction_fields(config))
-    extra = tokenize_instruction_splits(records, [], DataSource("file", str(Path(path))), tokenizer,
-                                        config.data.max_length, config.train.seed, prompt_style=data.prompt_style)
+    extra = _file_records(config.data.extra_train_file, "data.extra_train_file", config, tokenizer)
     return dataclasses.replace(data, train=data.train + extra.train,
                                train_records=data.train_records + extra.train_records)
+
+
+def _file_records(path: str, setting: str, config: RunConfig, tokenizer):
+    """A file of instruction records (any user-file format, the config's fields), tokenized whole as training
+    examples with the config's length and the tokenizer's own prompt style; ``setting`` names it in errors."""
+    records = read_instruction_table(path, setting, instruction_fields(config))
+    return tokenize_instruction_splits(records, [], DataSource("file", str(Path(path))), tokenizer,
+                                       config.data.max_length, config.train.seed)
 
 
 def _classification_task(data: TaskData, config: RunConfig, pad_id: int) -> TrainTask:
