@@ -4,15 +4,13 @@ range."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import tiny_inputs, tiny_llama
-from helpers import tiny_llama_dir
+from helpers import load_benchmark, tiny_llama_dir
 from test_train_instruct import TINY
 
 from aptune import APT, APTModel
@@ -107,9 +105,7 @@ def test_the_cut_loss_benchmark_matches_a_real_cut_before_tuning(tmp_path):
     of ceil(0.6 x 48) = 29 neurons becomes 32."""
     base, _ = tiny_llama_dir(tmp_path)
     overrides = [f"model.name={base}", *TINY, "prune.before_tuning=true", "prune.calibration_batches=3"]
-    spec = importlib.util.spec_from_file_location("cut_loss", Path(__file__).parents[1] / "benchmarks/cut_loss.py")
-    cut_loss = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cut_loss)
+    cut_loss = load_benchmark("cut_loss")
     out = tmp_path / "cut_loss.json"
     cut_loss.main(["--config", "configs/smollm2/alpaca.yaml", *overrides, "--floors", "0", "0.6", "--calibration",
                    "3", "--threads", "1", "--json", str(out)])

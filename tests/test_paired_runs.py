@@ -1,21 +1,17 @@
 """benchmarks/paired_runs.py: per-recipe means and paired differences by seed, with the intervals scipy gives."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from helpers import load_benchmark
 from scipy import stats
 
 
 def _module():
-    path = Path(__file__).parents[1] / "benchmarks/paired_runs.py"
-    spec = importlib.util.spec_from_file_location("paired_runs", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("paired_runs")
 
 
 def _run(folder: Path, seed: int, losses: list[float], mc: list[tuple[str, float, float]] | None = None) -> str:
@@ -157,11 +153,7 @@ def test_ablation_results_bring_their_multiple_choice_scores(tmp_path):
 
 
 def _run_record_module():
-    path = Path(__file__).parents[1] / "benchmarks/run_record.py"
-    spec = importlib.util.spec_from_file_location("run_record", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("run_record")
 
 
 def test_committed_run_records_compare_as_their_run_folders_do(tmp_path):

@@ -1,9 +1,9 @@
 """benchmarks/wordnet_glossary.py: science glossary records from WordNet 3.0's files (issue 13, recovery data
 from a PyPI package). The lines below are WordNet 3.0's own, with their pointer lists shortened."""
 
-import importlib.util
 import json
-from pathlib import Path
+
+from helpers import load_benchmark
 
 INDEX_NOUN = """\
   1 This software and database is being provided to you, the LICENSEE, by
@@ -26,18 +26,10 @@ DRINK = ('07935504 13 n 01 water 0 001 @ 14940386 n 0000 | a liquid necessary fo
          'plants; "he asked for a drink of water"  ')
 
 
-def load_module():
-    path = Path(__file__).parents[1] / "benchmarks/wordnet_glossary.py"
-    spec = importlib.util.spec_from_file_location("wordnet_glossary", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_keeps_tagged_science_senses_only(tmp_path):
     """aardvark is an animal SemCor never tags, beauty is tagged but an attribute: only water is kept, in its
     first (most frequent) sense, the substance, not the drink."""
-    glossary = load_module()
+    glossary = load_benchmark("wordnet_glossary")
     (tmp_path / "index.noun").write_text(INDEX_NOUN)
     (tmp_path / "data.noun").write_text(DATA_NOUN)
     definitions = glossary.science_definitions(tmp_path)
@@ -47,12 +39,12 @@ def test_keeps_tagged_science_senses_only(tmp_path):
 
 
 def test_definition_drops_the_usage_examples():
-    assert load_module().parse_synset(DRINK) == (13, "water", "a liquid necessary for the life of most animals "
-                                                                "and plants")
+    glossary = load_benchmark("wordnet_glossary")
+    assert glossary.parse_synset(DRINK) == (13, "water", "a liquid necessary for the life of most animals and plants")
 
 
-def test_records_pack_every_definition_once_and_are_seeded(tmp_path):
-    glossary = load_module()
+def test_records_pack_every_definition_once_and_are_seeded():
+    glossary = load_benchmark("wordnet_glossary")
     definitions = [(f"word {i}", f"meaning {i}") for i in range(12)]
     records = glossary.glossary_records(definitions, per_record=4, seed=3)
     assert records == glossary.glossary_records(definitions, per_record=4, seed=3)
