@@ -145,17 +145,27 @@ def _plans_and_configs():
         yield path, "runs" in (yaml.safe_load(path.read_text()) or {})
 
 
-def test_every_shipped_config_and_every_planned_run_loads():
-    loaded = 0
+def _named_files(config: RunConfig) -> list[str]:
+    """The repository files a config reads besides the model: recovery data and calibration text."""
+    named = [config.data.train_file, config.data.eval_file, config.data.train_responses,
+             config.data.extra_train_file, config.prune.calibration_file]
+    return [name for name in named if name]
+
+
+def test_every_shipped_config_and_every_planned_run_loads_and_its_files_exist():
+    loaded, files = 0, set()
     for path, is_plan in _plans_and_configs():
         if not is_plan:
-            load_config(path)
+            files.update(_named_files(load_config(path)))
             loaded += 1
             continue
         profiles = yaml.safe_load(path.read_text()).get("profiles") or {}
         for profile in [None, *profiles]:
             plan = load_plan(path, profile)
             for spec in plan.expand():
-                override_config(load_config(plan.base), spec.overrides)
+                files.update(_named_files(override_config(load_config(plan.base), spec.overrides)))
                 loaded += 1
     assert loaded > 20
+    # paths are relative to the repository root, where the README's commands run
+    root = CONFIGS.parent
+    assert files and not [name for name in sorted(files) if not (root / name).is_file()]
