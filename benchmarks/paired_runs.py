@@ -133,6 +133,11 @@ def verdict(change: Stat, lower_better: bool) -> str:
     return "better" if (side < 0) == lower_better else "worse"
 
 
+# metrics also given as a share of the reference's, per seed (issue 13's goals: 90% of lora's average acc, 70% of its
+# margin over chance); the same shares as the comparison report's "Against lora, paired by seed"
+SHARED = ("MC average acc", "MC average margin over chance")
+
+
 def compare(recipes: dict[str, dict[int, dict[str, float]]]) -> dict:
     """Per metric: every recipe's values by seed and mean ± interval, and each later recipe's paired change.
     A metric missing from some runs (a run not evaluated on multiple choice) uses the seeds that have it."""
@@ -153,6 +158,9 @@ def compare(recipes: dict[str, dict[int, dict[str, float]]]) -> dict:
             change = Stat.of([have[name][s] - have[reference][s] for s in seeds])
             row["paired"][name] = {"seeds": seeds, "mean": change.mean, "half_width": change.half_width,
                                    "verdict": verdict(change, lower_better=lower_is_better(metric))}
+            if metric in SHARED:
+                share = Stat.of([have[name][s] / have[reference][s] for s in seeds if have[reference][s] > 0])
+                row["paired"][name]["share"] = {"mean": share.mean, "half_width": share.half_width}
         table[metric] = row
     return table
 
@@ -178,7 +186,17 @@ def markdown(table: dict, recipes: list[str]) -> str:
             p = row["paired"][r]
             cells.append(f"{_cell(p['mean'], p['half_width'])} ({p['verdict']}, {len(p['seeds'])} seeds)")
         lines.append("| " + " | ".join([metric, *cells]) + " |")
+        if metric in SHARED:
+            shares = [_share(row["paired"][r].get("share")) for r in recipes[1:]]
+            lines.append("| " + " | ".join([f"{metric}, share of {reference}'s", *["–"] * len(recipes), *shares]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _share(share: dict | None) -> str:
+    if not share or share["mean"] is None:
+        return "–"
+    half = share["half_width"]
+    return f"{100 * share['mean']:.1f}%" + (f" ± {100 * half:.1f}" if half is not None else "")
 
 
 def markdown_by_recipe(table: dict, recipes: list[str], metrics: list[str]) -> str:

@@ -54,6 +54,10 @@ def test_paired_differences_and_intervals_match_scipy(tmp_path):
     assert (step50["mean"], step50["half_width"], step50["verdict"]) == (0, 0, "no effect detectable")
     assert table["MC average margin over chance"]["recipes"]["base"]["mean"] == pytest.approx(
         np.mean([0.4 + v / 100 - 0.25 for v in base.values()]))
+    share = table["MC average acc"]["paired"]["new"]["share"]
+    assert share["mean"] == pytest.approx(np.mean([(0.4 + new[s] / 100) / (0.4 + base[s] / 100) for s in base]))
+    assert (f"| MC average acc, share of base's | – | – | {100 * share['mean']:.1f}% ± {100 * share['half_width']:.1f} |"
+            in (tmp_path / "seeds.md").read_text().splitlines())
 
 
 def test_a_recipe_needs_finished_runs_and_distinct_seeds(tmp_path):
@@ -150,6 +154,13 @@ def test_ablation_results_bring_their_multiple_choice_scores(tmp_path):
     half = stats.t.ppf(0.975, 2) * np.std(diffs, ddof=1) / np.sqrt(3)
     assert paired["half_width"] == pytest.approx(half) and paired["verdict"] == "worse"
     assert {"arc_easy acc_norm", "mmlu acc", "MC average margin over chance"} <= set(table)
+    # the share of lora's average acc, per seed then averaged, as the comparison report gives it
+    by_seed = table["MC average acc"]["recipes"]
+    ratios = [by_seed["apt"]["by_seed"][s] / by_seed["lora"]["by_seed"][s] for s in ("42", "43", "44")]
+    share = paired["share"]
+    assert share["mean"] == pytest.approx(np.mean(ratios))
+    assert share["half_width"] == pytest.approx(stats.t.ppf(0.975, 2) * np.std(ratios, ddof=1) / np.sqrt(3))
+    assert "share" not in table["held-out loss"]["paired"]["apt"]
 
 
 def _run_record_module():
