@@ -11,7 +11,8 @@ pruning step and the value right after it (pruning accuracy) where the run has t
 ``aptune eval`` record (``--mc``: ``mc.json`` inside a run folder, ``NAME.mc.json`` beside a record), every
 multiple-choice task's acc / acc_norm and their average over tasks (an ablation result JSON carries its own, in
 ``eval_info.downstream``).
-Losses are better lower, the rest higher.
+Losses are better lower, the rest higher. The average acc and margin are also given as a share of the first
+recipe's, seed by seed (issue 13's goals are shares of lora's).
 
     python benchmarks/paired_runs.py \\
         baseline=runs/rec/baseline-s42,runs/rec/baseline-s43,runs/rec/baseline-s44 \\
