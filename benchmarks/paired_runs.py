@@ -189,7 +189,8 @@ def markdown(table: dict, recipes: list[str]) -> str:
         lines.append("| " + " | ".join([metric, *cells]) + " |")
         if metric in SHARED:
             shares = [_share(row["paired"][r].get("share")) for r in recipes[1:]]
-            lines.append("| " + " | ".join([f"{metric}, share of {reference}'s", *["–"] * len(recipes), *shares]) + " |")
+            cells = [f"{metric}, share of {reference}'s", *["–"] * len(recipes), *shares]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
