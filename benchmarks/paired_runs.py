@@ -195,10 +195,7 @@ def markdown(table: dict, recipes: list[str]) -> str:
 
 
 def _share(share: dict | None) -> str:
-    if not share or share["mean"] is None:
-        return "–"
-    half = share["half_width"]
-    return f"{100 * share['mean']:.1f}%" + (f" ± {100 * half:.1f}" if half is not None else "")
+    return Stat(share["mean"], share["half_width"], 0).as_percent("–") if share else "–"
 
 
 def markdown_by_recipe(table: dict, recipes: list[str], metrics: list[str]) -> str:

@@ -41,6 +41,8 @@ def test_a_whole_number_key_refuses_a_fraction_instead_of_cutting_it():
     ("train.log_every=0", "train.log_every must be >= 1; got 0"),
     ("train.checkpoint_every=-1", "train.checkpoint_every must be >= 0; got -1"),
     ("train.threads=0", "train.threads must be >= 1 (or null); got 0"),
+    ("train.mmap_threshold=67108864",
+     "train.mmap_threshold must be 0 to 33554432 bytes (glibc's largest) (or null); got 67108864"),
     ("prune.num_steps=0", "prune.num_steps must be >= 1; got 0"),
     ("prune.start_step=-1", "prune.start_step must be >= 0; got -1"),
     ("prune.warmup_fraction=1", "prune.warmup_fraction must lie in [0, 1); got 1.0"),

@@ -104,6 +104,9 @@ class RankConfig:
     max_rank_ratio: float = 8.0  # rank cap / initial rank
 
 
+MAX_MMAP_THRESHOLD = 32 * 2**20  # glibc's ceiling on 64-bit systems (train.mmap_threshold)
+
+
 @dataclass
 class TrainConfig:
     steps: int = 1000  # 0: evaluate and export the model as loaded (after the one cut, with before_tuning)
@@ -122,6 +125,7 @@ class TrainConfig:
     seed: int = 42
     threads: int | None = None
     gradient_checkpointing: bool = False  # recompute each layer's activations in backward (transformers' own)
+    mmap_threshold: int | None = None  # glibc: bytes above which a tensor gets its own mapping (train/allocator.py)
 
 
 @dataclass
@@ -302,6 +306,8 @@ _RULES: dict[str, _Rule] = {
     "train.stop_after": _AT_LEAST_1,
     "train.seed": _AT_LEAST_0,
     "train.threads": _AT_LEAST_1,
+    "train.mmap_threshold": (f"be 0 to {MAX_MMAP_THRESHOLD} bytes (glibc's largest)",
+                             lambda v: 0 <= v <= MAX_MMAP_THRESHOLD),
 }
 
 

@@ -256,7 +256,7 @@ def _paired_section(seed_rows: dict[str, dict[int, dict]]) -> list[str]:
         margin = Stat.of([(row["avg_acc"] - row["avg_chance"]) / (ref["avg_acc"] - ref["avg_chance"])
                           for row, ref in pairs if ref["avg_acc"] > ref["avg_chance"]])
         cells.append([f"`{name}`", str(len(seeds)), _change(loss, 3, lower_is_better=True),
-                      _change(acc, 1, lower_is_better=False), _share(share), _share(margin)])
+                      _change(acc, 1, lower_is_better=False), share.as_percent(), margin.as_percent()])
     return ["## Against lora, paired by seed", "",
             f"Each run minus `{REFERENCE}` on the same seed (same data order and held-out split), mean over the "
             "pairs ± the half-width of its 95% t-interval; the words follow the interval: an effect only when the "
@@ -270,12 +270,6 @@ def _change(stat: Stat, digits: int, lower_is_better: bool) -> str:
     if not side:
         return f"{text}: no difference detectable"
     return f"{text}: {'better' if (side < 0) == lower_is_better else 'worse'}"
-
-
-def _share(stat: Stat) -> str:
-    if stat.mean is None:
-        return "n/a"
-    return f"{100 * stat.mean:.1f}% ± {100 * stat.half_width:.1f}" if stat.half_width is not None else _pct(stat.mean)
 
 
 def _cost_section(rows: dict[str, dict]) -> list[str]:

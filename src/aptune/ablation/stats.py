@@ -67,6 +67,12 @@ class Stat:
     def high(self) -> float | None:
         return None if self.mean is None or self.half_width is None else self.mean + self.half_width
 
+    def as_percent(self, missing: str = "n/a") -> str:
+        """A share as "90.2% ± 1.6" (percentage points), without the interval when there is none."""
+        if self.mean is None:
+            return missing
+        return f"{100 * self.mean:.1f}%" + (f" ± {100 * self.half_width:.1f}" if self.half_width is not None else "")
+
 
 # ------------------------------------------------------------------------------------------ paired differences
 @dataclass

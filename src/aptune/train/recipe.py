@@ -29,6 +29,7 @@ from aptune.method import APT, APTLoss, PruningEvent, average_across_processes
 from aptune.model import AdapterConfig, APTModel
 from aptune.models import load_model, load_tokenizer, resolve_dtype
 from aptune.provenance import meta_info
+from aptune.train.allocator import fix_mmap_threshold
 from aptune.train.checkpoint import (config_differences, latest_intact_checkpoint, restore_loop, restore_method,
                                      restore_model, save_checkpoint)
 from aptune.train.progress import JsonlLog, Progress
@@ -100,6 +101,8 @@ def setup(config: RunConfig, proc, out: Path) -> Run:
     log = JsonlLog(out / "metrics.jsonl" if proc.is_main_process else Path("/dev/null"))
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
+    if config.train.mmap_threshold is not None:  # before the model's tensors exist, so that they follow it too
+        fix_mmap_threshold(config.train.mmap_threshold)
     seed_everything(config.train.seed)
 
     tokenizer = load_tokenizer(config.model.name)
@@ -183,11 +186,13 @@ def _restore_model_and_method(run: Run) -> tuple[Path, dict] | None:
     return folder, state
 
 
-RESUME_MAY_CHANGE = ("resume", "stop_after", "overwrite", "threads", "checkpoint_every")  # train keys
+# train keys a resume may change
+RESUME_MAY_CHANGE = ("resume", "stop_after", "overwrite", "threads", "checkpoint_every", "mmap_threshold")
 
 
 def resumable_config(config: RunConfig) -> dict:
-    """The resolved config less what a resume may change: where the folder is, threads, stop and resume flags."""
+    """The resolved config less what a resume may change: where the folder is, threads, allocator, stop and resume
+    flags (none of them changes a result)."""
     data = config.to_dict()
     data.pop("output_dir", None)
     for key in RESUME_MAY_CHANGE:

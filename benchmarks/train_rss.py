@@ -1,0 +1,119 @@
+"""What the peak RSS of a decoder training run measures (issue 13: "the pruned model's training peak memory below
+lora's; say what sets it"): the tensors, or glibc's heap.
+
+    python benchmarks/train_rss.py --json results/llama/recovery/train_rss.json \\
+        --markdown results/llama/recovery/train_rss.md
+
+Each (run, allocator setting) is one ``python -m aptune train`` process of ``--steps`` steps, one after another,
+with the run's settings from ``configs/smollm2/compare.yaml`` (profile mc500, seed 42) and ``train.log_every=1``,
+so that ``metrics.jsonl`` has the process's peak RSS (``ru_maxrss``) after every step. Read from it: the peak
+after the cut and the evaluation before tuning (step 1's record, for a cut before tuning), the peak after the
+last step, and the median step time; from ``summary.json`` the counted peak step (parameters, gradients, AdamW
+moments and the activations autograd saves, ``aptune.bench.memory``).
+
+Allocator settings:
+
+* ``glibc``: the machine's default. glibc serves a request above its mmap threshold (128 KiB at start) with its
+  own mapping, returned to the system when freed, but every such free raises the threshold to that size (up to
+  32 MiB), so that from then on those sizes come from the heap, where a freed block is kept for reuse and
+  counts in RSS until the heap is trimmed. Tensors of many sizes (the cut leaves every layer its own widths) make
+  holes that a later request of another size does not fit.
+* ``mmap``: ``train.mmap_threshold=131072`` (``aptune.train.allocator``) fixes the threshold (glibc stops moving
+  it), so every tensor above 128 KiB is mapped and unmapped by itself: RSS then follows the live tensors, at the
+  price of fresh zeroed pages for every activation of every step.
+
+The allocator changes no number a run computes: the dev loss after the last step is compared to the bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from aptune.ablation.plan import load_plan
+from aptune.provenance import meta_info
+
+PLAN, PROFILE, SEED = "configs/smollm2/compare.yaml", "mc500", 42
+SETTINGS = {"glibc": [], "mmap": ["train.mmap_threshold=131072"]}  # overrides of each allocator setting
+MIB = 2**20
+
+
+def run_yaml(name: str) -> dict:
+    """The run's request as ``aptune ablate`` writes it: the plan's base config and the run's overrides."""
+    plan = load_plan(PLAN, PROFILE)
+    spec = next((s for s in plan.expand({name}) if s.run_id.endswith(f"seed{SEED}")), None)
+    if spec is None:
+        raise SystemExit(f"no run {name!r} at seed {SEED} in {PLAN} (profile {PROFILE})")
+    return {**({"base": str(plan.base)} if plan.base else {}), **spec.overrides}
+
+
+def measure(name: str, setting: str, steps: int, folder: Path) -> dict:
+    overrides = SETTINGS[setting]
+    out = folder / f"{name}-{setting}"
+    config = out / "run.yaml"
+    out.mkdir(parents=True)
+    config.write_text(yaml.safe_dump(run_yaml(name), sort_keys=False))
+    command = [sys.executable, "-m", "aptune", "train", "--no-latency", "--config", str(config),
+               f"output_dir={out / 'train'}", f"train.steps={steps}", f"train.eval_every={steps}",
+               "train.log_every=1", *overrides]
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error", OMP_NUM_THREADS="2")
+    with (out / "train.log").open("w") as log:
+        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=True)
+    records = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
+    step_records = [r for r in records if "peak_rss" in r]
+    summary = json.loads((out / "train" / "summary.json").read_text())
+    counted = summary["memory"]
+    return {
+        "run": name, "allocator": setting, "steps": steps, "overrides": overrides,
+        "peak_rss_after_step_1": step_records[0]["peak_rss"],
+        "peak_rss_after_training": step_records[-1]["peak_rss"],
+        "peak_rss_process": summary["peak_rss_bytes"],
+        "median_step_s": statistics.median(r["step_time"] for r in step_records[1:]),
+        "counted_step_bytes": sum(counted[k] for k in ("params_bytes", "grads_bytes", "optimizer_bytes",
+                                                       "activations_bytes")),
+        "final": summary["final"],
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| run | allocator | peak RSS after step 1 | peak RSS after training | counted peak step | median step "
+             "| dev loss, last step |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| `{r['run']}` | {r['allocator']} | {r['peak_rss_after_step_1'] / MIB:,.0f} MiB "
+                     f"| **{r['peak_rss_after_training'] / MIB:,.0f} MiB** | {r['counted_step_bytes'] / MIB:,.0f} MiB "
+                     f"| {r['median_step_s']:.2f} s | {r['final']['eval_loss']!r} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", default="apt_recovery_wordnet,lora", help="runs of the plan, comma-separated")
+    parser.add_argument("--allocators", default=",".join(SETTINGS), help=f"of {', '.join(SETTINGS)}")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--markdown")
+    args = parser.parse_args()
+    unknown = set(args.allocators.split(",")) - set(SETTINGS)
+    if unknown:
+        raise SystemExit(f"--allocators: unknown {sorted(unknown)}; choose from {', '.join(SETTINGS)}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for setting in args.allocators.split(","):  # each setting's runs side by side, the machine's day shared
+            for name in args.runs.split(","):
+                rows.append(measure(name, setting, args.steps, Path(tmp)))
+                print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+    Path(args.json).write_text(json.dumps({"meta_info": meta_info(), "rows": rows}, indent=1))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
