@@ -39,4 +39,3 @@ def _mapped_growth(mode: str) -> int:
 def test_a_fixed_threshold_maps_a_tensor_that_glibc_would_take_from_the_heap():
     assert _mapped_growth("default") == 0
     assert _mapped_growth("fixed") >= 4 * 2**20
-
