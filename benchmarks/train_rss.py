@@ -46,21 +46,22 @@ SETTINGS = {"glibc": [], "mmap": ["train.mmap_threshold=131072"]}  # overrides o
 MIB = 2**20
 
 
-def run_yaml(name: str) -> dict:
-    """The run's request as ``aptune ablate`` writes it: the plan's base config and the run's overrides."""
-    plan = load_plan(PLAN, PROFILE)
-    spec = next((s for s in plan.expand({name}) if s.run_id.endswith(f"seed{SEED}")), None)
+def run_config(plan, name: str) -> dict:
+    """The run's config file at seed 42, as ``aptune ablate`` writes it."""
+    if name not in plan.variants:
+        raise SystemExit(f"--runs: no run {name!r} in {PLAN}; it has: {', '.join(plan.variants)}")
+    spec = next((s for s in plan.expand([name]) if s.seed == SEED), None)
     if spec is None:
         raise SystemExit(f"no run {name!r} at seed {SEED} in {PLAN} (profile {PROFILE})")
-    return {**({"base": str(plan.base)} if plan.base else {}), **spec.overrides}
+    return plan.run_config(spec)
 
 
-def measure(name: str, setting: str, steps: int, folder: Path) -> dict:
+def measure(name: str, run_yaml: dict, setting: str, steps: int, folder: Path) -> dict:
     overrides = SETTINGS[setting]
     out = folder / f"{name}-{setting}"
     config = out / "run.yaml"
     out.mkdir(parents=True)
-    config.write_text(yaml.safe_dump(run_yaml(name), sort_keys=False))
+    config.write_text(yaml.safe_dump(run_yaml, sort_keys=False))
     command = [sys.executable, "-m", "aptune", "train", "--no-latency", "--config", str(config),
                f"output_dir={out / 'train'}", f"train.steps={steps}", f"train.eval_every={steps}",
                "train.log_every=1", *overrides]
@@ -104,11 +105,13 @@ def main() -> None:
     unknown = set(args.allocators.split(",")) - set(SETTINGS)
     if unknown:
         raise SystemExit(f"--allocators: unknown {sorted(unknown)}; choose from {', '.join(SETTINGS)}")
+    plan = load_plan(PLAN, PROFILE)
+    configs = {name: run_config(plan, name) for name in args.runs.split(",")}  # an unknown name fails before any run
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for setting in args.allocators.split(","):  # each setting's runs side by side, the machine's day shared
-            for name in args.runs.split(","):
-                rows.append(measure(name, setting, args.steps, Path(tmp)))
+            for name, run_yaml in configs.items():
+                rows.append(measure(name, run_yaml, setting, args.steps, Path(tmp)))
                 print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     Path(args.json).write_text(json.dumps({"meta_info": meta_info(), "rows": rows}, indent=1))
     if args.markdown:

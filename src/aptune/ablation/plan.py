@@ -184,6 +184,10 @@ class Plan:
                     specs.append(RunSpec(variant, task, seed, tree))
         return specs
 
+    def run_config(self, spec: RunSpec) -> dict:
+        """The run's config file, as ``aptune ablate`` writes it: the plan's base and the run's overrides."""
+        return {**({"base": str(self.base)} if self.base is not None else {}), **spec.overrides}
+
 
 def nest(patch: dict | None, where: str = "patch") -> dict:
     """Turn a patch with dotted keys and/or nested sections into one nested mapping.

@@ -145,9 +145,7 @@ def run_one(spec: RunSpec, plan: Plan, run_dir: Path, meta: dict) -> dict:
     result = _result_skeleton(spec, plan, run_dir, {**meta, "threads": {"train": None, "inference": None}})
     info = result["run_info"]
     run_yaml = run_dir / "run.yaml"
-    request = dict(spec.overrides)
-    if plan.base is not None:
-        request = {"base": str(plan.base), **request}
+    request = plan.run_config(spec)
     run_yaml.write_text(f"# {spec.run_id}: {spec.variant.what or spec.variant.name}\n"
                         + yaml.safe_dump(request, sort_keys=False))
     train_dir = run_dir / "train"

@@ -72,7 +72,7 @@ def _dry_run(plan, specs) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for spec in specs:
             path = Path(tmp) / f"{spec.run_id}.yaml"
-            path.write_text(yaml.safe_dump({**({"base": str(plan.base)} if plan.base else {}), **spec.overrides}))
+            path.write_text(yaml.safe_dump(plan.run_config(spec)))
             try:
                 load_config(path)
                 verdict = "config ok"
