@@ -15,7 +15,7 @@ from test_train_instruct import EXACT, TINY
 
 from aptune import APT, APTModel
 from aptune.config import APTConfig, PruneConfig, load_config
-from aptune.distill.recovery import RecoveryConfig, label_positions
+from aptune.distill.recovery import RecoveryConfig, label_positions, recovery_loss
 from aptune.distill.self_distill import DistillConfig
 from aptune.train import train
 
@@ -180,3 +180,77 @@ def test_hidden_weight_zero_asks_for_no_hidden_states_and_negative_is_refused():
     assert "hidden" not in apt.compute_loss(_batch()).parts
     with pytest.raises(ValueError, match="recover.hidden_weight must be >= 0"):
         load_config("configs/smollm2/alpaca.yaml", ["recover.teacher=dense", "recover.hidden_weight=-1"])
+
+
+# ------------------------------------------------------------------ a saved teacher (recover.teacher=model, §F6)
+def _saved_teacher(tmp_path, vocab_size=100, nudge=0.0):
+    """A tiny LLaMA saved as a folder: the student's own weights moved by ``nudge`` (a stand-in for the dense model
+    after tuning), or a fresh model of another vocabulary size."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    model = tiny_llama()
+    if vocab_size != model.config.vocab_size:
+        model = tf.LlamaForCausalLM(tf.LlamaConfig(**{**model.config.to_dict(), "vocab_size": vocab_size}))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(nudge * torch.randn_like(param))
+    folder = tmp_path / f"teacher-{vocab_size}-{nudge}"
+    model.save_pretrained(folder)
+    return folder
+
+
+def _model_teacher_method(folder):
+    torch.manual_seed(0)
+    model = APTModel(tiny_llama())
+    config = APTConfig(prune=PruneConfig(density=0.7, before_tuning=True, calibration_batches=2, start_step=1,
+                                         num_steps=1, end_fraction=0.5),
+                       distill=DistillConfig(enabled=False),
+                       recover=RecoveryConfig(teacher="model", teacher_model=str(folder)))
+    return model, APT(model, config, total_steps=8)
+
+
+def test_a_saved_teacher_is_the_model_in_its_folder_frozen_and_its_logits_are_the_target(tmp_path):
+    folder = _saved_teacher(tmp_path, nudge=0.05)
+    model, apt = _model_teacher_method(folder)
+    apt.prune_before_tuning([_batch(1), _batch(2)])
+    batch = _batch()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    import transformers as tf
+
+    saved = tf.LlamaForCausalLM.from_pretrained(folder).eval()
+    with torch.no_grad():
+        expected = saved(**inputs).logits
+        student = model(**inputs).logits
+    torch.testing.assert_close(apt.recovery_teacher(**inputs).logits, expected, rtol=0, atol=0)
+    assert not any(p.requires_grad for p in apt.recovery_teacher.parameters())
+    out = apt.compute_loss(batch)
+    kd = recovery_loss(student, expected, batch["labels"], apt.config.recover, causal=True)
+    assert out.parts["kd"] == pytest.approx(float(kd), rel=1e-5) and float(kd) > 1e-3
+
+
+def test_a_saved_teacher_at_the_base_model_is_the_dense_teacher(tmp_path):
+    """Before any tuning the dense teacher is the base model merged with zero adapters: a saved copy of the base
+    must give the same loss to the bit, which pins recover.teacher=model to the distillation already measured."""
+    saved_model, saved = _model_teacher_method(_saved_teacher(tmp_path))  # nudge 0: _method's base, saved
+    dense_model, dense = _method()
+    for apt in (saved, dense):
+        apt.prune_before_tuning([_batch(1), _batch(2)])
+    a, b = saved.compute_loss(_batch()), dense.compute_loss(_batch())
+    assert float(a.loss.detach()) == float(b.loss.detach()) and a.parts == b.parts
+
+
+def test_a_saved_teacher_of_another_vocabulary_or_missing_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="predicts 120 tokens and the student 100"):
+        _model_teacher_method(_saved_teacher(tmp_path, vocab_size=120))
+    with pytest.raises(FileNotFoundError, match="recover.teacher_model=.*does not exist"):
+        _model_teacher_method(tmp_path / "no" / "such" / "teacher")
+
+
+def test_config_asks_for_the_teacher_folder_exactly_with_teacher_model():
+    with pytest.raises(ValueError, match="recover.teacher=model and recover.teacher_model=<its folder>"):
+        load_config("configs/smollm2/alpaca.yaml", ["recover.teacher=model"])
+    with pytest.raises(ValueError, match="otherwise leave recover.teacher_model unset"):
+        load_config("configs/smollm2/alpaca.yaml", ["recover.teacher=dense", "recover.teacher_model=runs/x/export"])
+    config = load_config("configs/smollm2/alpaca.yaml", ["recover.teacher=model", "recover.teacher_model=runs/x/export"])
+    assert config.recover.teacher_model == "runs/x/export"

@@ -421,7 +421,12 @@ def _check_calibration_file(prune: "PruneConfig", head: str) -> None:
 
 
 def _check_recovery(recover: RecoveryConfig, prune: "PruneConfig", distill: DistillConfig) -> None:
-    """Distillation from the unpruned model needs a cut before tuning, and replaces self-distillation."""
+    """Distillation from the unpruned model needs a cut before tuning, and replaces self-distillation; a saved
+    teacher is named exactly when it is used."""
+    if (recover.teacher == "model") != (recover.teacher_model is not None):
+        raise ValueError(f"recover.teacher={recover.teacher} with recover.teacher_model={recover.teacher_model}: a "
+                         "saved teacher takes both, recover.teacher=model and recover.teacher_model=<its folder>; "
+                         "otherwise leave recover.teacher_model unset")
     if not recover.enabled:
         return
     if not (prune.enabled and prune.before_tuning):

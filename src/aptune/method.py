@@ -31,9 +31,10 @@ from typing import Any, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from aptune.config import APTConfig
-from aptune.distill.recovery import hidden_state_loss, recovery_loss, teacher_outputs
+from aptune.distill.recovery import hidden_state_loss, load_teacher, recovery_loss, teacher_outputs
 from aptune.distill.schedule import DistillSchedule
 from aptune.distill.self_distill import LayerTransform, distill_loss, mixed_loss, snapshot_teacher, teacher_mode
 from aptune.model import APTModel
@@ -141,13 +142,20 @@ class APT:
         self.importance = AdapterImportance().attach(model)
         d = self.config.distill
         self.transform = LayerTransform(model, rank=d.transform_rank) if d.enabled else None
-        # recover.teacher=dense: the model as received, merged and frozen, before the cut (docs/method.md §F2)
-        self.recovery_teacher = model.merged_model() if self.config.recover.enabled else None
+        self.recovery_teacher = self._recovery_teacher(model)
         # the teacher's hidden dimensions, as original indices (the structure state tracks the student's)
         self._teacher_dims = model.state.hidden_index.clone() if self.recovery_teacher is not None else None
         self.generator = torch.Generator().manual_seed(seed)
         self._kept_before = model.state.kept_sizes()  # what the previous pruning step left
         self.refit_errors: dict[str, dict[str, float]] = {}  # per writer, after a cut with prune.refit
+
+    def _recovery_teacher(self, model: APTModel) -> nn.Module | None:
+        """What ``recover.teacher`` distils from: the model as received, merged and frozen before the cut
+        (``dense``, docs/method.md §F2), or a saved model (``model``, §F6); None without recovery distillation."""
+        r = self.config.recover
+        if r.teacher == "model":
+            return load_teacher(r.teacher_model, model.model, model.base_dtype)
+        return model.merged_model() if r.enabled else None
 
     # ------------------------------------------------------------------------------------ queries
     @property

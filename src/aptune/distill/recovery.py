@@ -16,9 +16,11 @@ every real token (prompt included), as their relative squared error; the loss be
 (the teacher's hidden dimensions that the cut kept, when it cut the hidden size). Relative per token, so that
 the few tokens with massive activations (a decoder's first token) weigh no more than the rest.
 
-The teacher is a frozen, merged copy of the model as the method receives it (dense, its adapters as they are,
-zero at the start), taken before the cut: a second model in memory (the dense weights, no gradients, no saved
-activations) and one no-grad forward pass per step.
+The teacher (``teacher=dense``) is a frozen, merged copy of the model as the method receives it (dense, its
+adapters as they are, zero at the start), taken before the cut: a second model in memory (the dense weights, no
+gradients, no saved activations) and one no-grad forward pass per step. With ``teacher=model`` it is a saved causal
+LM instead (``teacher_model``: a folder or a name :func:`aptune.models.load_model` reads), e.g. the dense model
+already tuned on the task, as CoFi distils from a fine-tuned teacher (docs/method.md §F6).
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from dataclasses import dataclass
 import torch
 
 from aptune.distill.self_distill import prediction_loss
+from aptune.models import load_model
 from aptune.models.lm_loss import IGNORE, next_token_targets
 
-TEACHERS = ("none", "dense")
+TEACHERS = ("none", "dense", "model")
 
 
 @dataclass
@@ -38,13 +41,17 @@ class RecoveryConfig:
     """Distillation from the unpruned model after a cut before tuning (``prune.before_tuning``).
 
     Attributes:
-        teacher: ``none`` (tune on the task loss alone, the paper) or ``dense`` (the model before the cut).
+        teacher: ``none`` (tune on the task loss alone, the paper), ``dense`` (the model before the cut) or
+            ``model`` (the saved model at ``teacher_model``).
+        teacher_model: with ``teacher=model``: the folder (or a name ``load_model`` knows) of a causal LM with the
+            student's vocabulary, e.g. the export of a dense run tuned on the same task.
         weight: w, the distillation loss's share of the loss (1: the teacher alone, no task labels).
         temperature: τ of the KL (1: the teacher's own distribution).
         hidden_weight: β, the weight of the hidden-state loss added to the mix (0: logits only).
     """
 
     teacher: str = "none"
+    teacher_model: str | None = None
     weight: float = 0.5
     temperature: float = 1.0
     hidden_weight: float = 0.0
@@ -60,6 +67,26 @@ def label_positions(labels: torch.Tensor, causal: bool) -> torch.Tensor | None:
     if labels is None or labels.dim() < 2:
         return None
     return (next_token_targets(labels) if causal else labels) != IGNORE
+
+
+def load_teacher(path: str, student: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """The saved causal LM at ``path``, frozen, in eval mode and ``dtype``, checked against ``student``: the KL
+    compares the two next-token distributions entry by entry, so the vocabularies must be the same size."""
+    try:
+        teacher = load_model(path, head="causal-lm", dtype=dtype)
+    except OSError as error:  # FileNotFoundError included: say which setting named the missing model
+        raise FileNotFoundError(f"recover.teacher_model={path}: {error}") from error
+    ours, theirs = _vocab_size(student), _vocab_size(teacher)
+    if ours != theirs:
+        raise ValueError(f"recover.teacher_model={path} predicts {theirs} tokens and the student {ours}: the teacher "
+                         "must share the student's tokenizer (e.g. an export of a run on the same base model)")
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    return teacher
+
+
+def _vocab_size(model: torch.nn.Module) -> int:
+    return model.get_output_embeddings().weight.shape[0]
 
 
 def teacher_outputs(teacher: torch.nn.Module, batch: dict[str, torch.Tensor], hidden_states: bool = False):
