@@ -161,7 +161,7 @@ def compare(recipes: dict[str, dict[int, dict[str, float]]]) -> dict:
                                    "verdict": verdict(change, lower_better=lower_is_better(metric))}
             if metric in SHARED:
                 share = Stat.of([have[name][s] / have[reference][s] for s in seeds if have[reference][s] > 0])
-                row["paired"][name]["share"] = {"mean": share.mean, "half_width": share.half_width}
+                row["paired"][name]["share"] = {"mean": share.mean, "half_width": share.half_width, "n": share.n}
         table[metric] = row
     return table
 
@@ -195,7 +195,7 @@ def markdown(table: dict, recipes: list[str]) -> str:
 
 
 def _share(share: dict | None) -> str:
-    return Stat(share["mean"], share["half_width"], 0).as_percent("–") if share else "–"
+    return Stat(share["mean"], share["half_width"], share["n"]).as_percent("–") if share else "–"
 
 
 def markdown_by_recipe(table: dict, recipes: list[str], metrics: list[str]) -> str:

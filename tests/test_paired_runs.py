@@ -159,6 +159,7 @@ def test_ablation_results_bring_their_multiple_choice_scores(tmp_path):
     ratios = [by_seed["apt"]["by_seed"][s] / by_seed["lora"]["by_seed"][s] for s in ("42", "43", "44")]
     share = paired["share"]
     assert share["mean"] == pytest.approx(np.mean(ratios))
+    assert share["n"] == 3  # the ratios it averages: the table formats the share from this record alone
     assert share["half_width"] == pytest.approx(stats.t.ppf(0.975, 2) * np.std(ratios, ddof=1) / np.sqrt(3))
     assert "share" not in table["held-out loss"]["paired"]["apt"]
 

@@ -38,7 +38,7 @@ TEACHERS = ("none", "dense", "model")
 
 @dataclass
 class RecoveryConfig:
-    """Distillation from the unpruned model after a cut before tuning (``prune.before_tuning``).
+    """Distillation from the unpruned model, or a saved one, after a cut before tuning (``prune.before_tuning``).
 
     Attributes:
         teacher: ``none`` (tune on the task loss alone, the paper), ``dense`` (the model before the cut) or
