@@ -80,9 +80,7 @@ def load_teacher(path: str, student: torch.nn.Module, dtype: torch.dtype) -> tor
     if ours != theirs:
         raise ValueError(f"recover.teacher_model={path} predicts {theirs} tokens and the student {ours}: the teacher "
                          "must share the student's tokenizer (e.g. an export of a run on the same base model)")
-    for param in teacher.parameters():
-        param.requires_grad_(False)
-    return teacher
+    return teacher.requires_grad_(False)
 
 
 def _vocab_size(model: torch.nn.Module) -> int:
