@@ -31,7 +31,7 @@ ROLES = ("method", "reference", "ablation")
 _PLAN_KEYS = {"base", "name", "tasks", "seeds", "runs", "profiles", "default_profile", "overrides", "task_overrides",
               "inference", "evaluation", "timeout_s"}
 _PROFILE_KEYS = {"tasks", "seeds", "overrides", "task_overrides", "inference", "evaluation", "timeout_s"}
-_VARIANT_KEYS = {"patch", "role", "what", "group", "reports", "init_from", "paper"}
+_VARIANT_KEYS = {"patch", "role", "what", "group", "reports", "init_from", "teacher_from", "paper"}
 
 
 @dataclass
@@ -115,6 +115,9 @@ class Variant:
         reports: metric groups the report shows (see ``METRIC_GROUPS``).
         init_from: name of an earlier variant whose exported model this one starts from (same task and
             seed), e.g. prune-then-tune after a LoRA run; its training cost counts towards this one's.
+        teacher_from: ``{"run": <earlier variant>, "seed": <int or None>}``: that run's export is this one's
+            distillation teacher (``recover.teacher_model``; the patch sets ``recover.teacher: model``); same task,
+            and the same seed as this run where ``seed`` is None.
         paper: what the paper reports for the same ablation (with its table), shown beside the measured effect.
     """
 
@@ -126,11 +129,12 @@ class Variant:
     reports: list[str] = field(default_factory=lambda: list(METRIC_GROUPS))
     init_from: str | None = None
     paper: str = ""
+    teacher_from: dict | None = None
 
     def as_dict(self) -> dict:
         return {"name": self.name, "patch": self.patch, "role": self.role, "what": self.what,
                 "group": self.group or self.name, "reports": self.reports, "init_from": self.init_from,
-                "paper": self.paper}
+                "teacher_from": self.teacher_from, "paper": self.paper}
 
 
 @dataclass
@@ -239,8 +243,29 @@ def _variant(name: str, entry: Any) -> Variant:
     role = entry.get("role", "ablation")
     if role not in ROLES:
         raise ValueError(f"run {name!r}: role must be one of {', '.join(ROLES)}, got {role!r}")
-    return Variant(name, nest(entry["patch"], f"runs.{name}.patch"), role, str(entry.get("what", "")),
-                   entry.get("group"), reports, entry.get("init_from"), str(entry.get("paper", "")))
+    patch = nest(entry["patch"], f"runs.{name}.patch")
+    return Variant(name, patch, role, str(entry.get("what", "")), entry.get("group"), reports, entry.get("init_from"),
+                   str(entry.get("paper", "")), _teacher_from(name, entry.get("teacher_from"), patch))
+
+
+def _teacher_from(name: str, value, patch: dict) -> dict | None:
+    """``teacher_from: lora`` or ``{run: lora, seed: 42}`` -> ``{"run": ..., "seed": int or None}``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = {"run": value}
+    if not isinstance(value, dict) or not isinstance(value.get("run"), str) or set(value) - {"run", "seed"}:
+        raise ValueError(f"run {name!r}: teacher_from must be a run name or {{run: <name>, seed: <int>}}, "
+                         f"got {value!r}")
+    seed = value.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"run {name!r}: teacher_from's seed must be an integer, got {seed!r}")
+    recover = patch.get("recover", {})
+    # the runner fills in the folder; the kind of teacher stays visible in the patch, as in any run's config
+    if recover.get("teacher") != "model" or "teacher_model" in recover:
+        raise ValueError(f"run {name!r}: with teacher_from, the patch sets recover.teacher: model and leaves "
+                         f"recover.teacher_model out (the runner sets it to {value['run']}'s export)")
+    return {"run": value["run"], "seed": seed}
 
 
 def load_plan(path: str | Path, profile: str | None = None) -> Plan:
@@ -293,10 +318,11 @@ def load_plan(path: str | Path, profile: str | None = None) -> Plan:
     variants = {str(name): _variant(str(name), entry) for name, entry in data["runs"].items()}
     order = list(variants)
     for variant in variants.values():
-        if variant.init_from is not None and (variant.init_from not in variants
-                                              or order.index(variant.init_from) >= order.index(variant.name)):
-            raise ValueError(f"{path}: run {variant.name!r} has init_from {variant.init_from!r}, which must name a "
-                             f"run listed before it; runs: {', '.join(order)}")
+        teacher = (variant.teacher_from or {}).get("run")
+        for key, earlier in (("init_from", variant.init_from), ("teacher_from", teacher)):
+            if earlier is not None and (earlier not in variants or order.index(earlier) >= order.index(variant.name)):
+                raise ValueError(f"{path}: run {variant.name!r} has {key} {earlier!r}, which must name a run listed "
+                                 f"before it; runs: {', '.join(order)}")
     timeout = pick("timeout_s", None)
     return Plan(path=path, name=str(data.get("name") or path.stem), profile=profile, base=base, variants=variants,
                 tasks=tasks, seeds=seeds, overrides=overrides, task_overrides=task_overrides,

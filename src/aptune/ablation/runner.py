@@ -15,9 +15,11 @@ For each run (``aptune.ablation.plan.RunSpec``) the runner
    ``inference_info``, ``eval_info``, ``meta_info``.
 
 A variant with ``init_from: <earlier variant>`` starts from that run's export (its ``model.name`` is set to
-it), e.g. prune-then-tune after LoRA; it fails with a clear error when the earlier run has not finished.
-A run whose result says ``status: ok`` and whose requested overrides are unchanged (an ``init_from`` run's
-export path aside) is skipped on a re-run, also where the export it started from is missing;
+it), e.g. prune-then-tune after LoRA; one with ``teacher_from`` distils from that run's export (its
+``recover.teacher_model``), e.g. a pruned model taught by a dense one tuned on the task. Either fails with a
+clear error when the earlier run has not finished. A run whose result says ``status: ok`` and whose requested
+overrides are unchanged (those export paths aside) is skipped on a re-run, also where the exports it used are
+missing;
 a failed run (non-zero exit, time-out) is recorded with the tail of its log and the plan goes on. Numbers
 relative to other runs (time-to-accuracy, Jaccard overlaps, deltas) are computed by ``aptune report``,
 never stored here as the only value.
@@ -265,43 +267,63 @@ def _progress(result: dict) -> str:
 
 
 def _start_from(spec: RunSpec, runs_dir: Path, plan: Plan, meta: dict) -> dict | None:
-    """Point ``spec`` at the export of the run it starts from (``init_from``); a failed result when there is none.
+    """Point ``spec`` at the exports of the runs it builds on; a failed result when one of them has not finished.
 
-    The earlier run's export path goes into the run's overrides as ``model.name``, so ``run.yaml`` shows where
-    the model came from.
+    ``init_from``'s export becomes the run's ``model.name``, ``teacher_from``'s its ``recover.teacher_model``: both
+    go into the run's overrides, so ``run.yaml`` shows where the model and the teacher came from.
     """
-    earlier = f"{spec.variant.init_from}__{spec.task}__seed{spec.seed}"
-    previous = _read_json(runs_dir / "results" / f"{earlier}.json")
-    export = runs_dir / "runs" / earlier / "train" / "export"
-    if previous and previous["run_info"]["status"] == "ok" and export.is_dir():
-        spec.overrides = {**spec.overrides, "model": {**spec.overrides.get("model", {}), "name": str(export.resolve())}}
-        return None
-    result = _result_skeleton(spec, plan, runs_dir / "runs" / spec.run_id, meta)
-    result["run_info"].update(status="failed", failed_phase="init_from", total_time=0.0,
-                              error=f"{spec.variant.name} starts from the export of {earlier}, which has not finished "
-                                    f"(no ok result with an export in {export}); run {spec.variant.init_from} first")
-    return result
+    for key, variant, earlier, setting in _earlier_runs(spec):
+        previous = _read_json(runs_dir / "results" / f"{earlier}.json")
+        export = runs_dir / "runs" / earlier / "train" / "export"
+        if not (previous and previous["run_info"]["status"] == "ok" and export.is_dir()):
+            result = _result_skeleton(spec, plan, runs_dir / "runs" / spec.run_id, meta)
+            result["run_info"].update(
+                status="failed", failed_phase=key, total_time=0.0,
+                error=f"{spec.variant.name} uses the export of {earlier} ({key}), which has not finished (no ok "
+                      f"result with an export in {export}); run {variant} first")
+            return result
+        section, name = setting.split(".")
+        spec.overrides = {**spec.overrides, section: {**spec.overrides.get(section, {}), name: str(export.resolve())}}
+    return None
+
+
+def _earlier_runs(spec: RunSpec) -> list[tuple[str, str, str, str]]:
+    """(plan key, variant, run id, setting it fills) for each run ``spec`` builds on: init_from, teacher_from."""
+    earlier = []
+    if spec.variant.init_from:
+        name = spec.variant.init_from
+        earlier.append(("init_from", name, f"{name}__{spec.task}__seed{spec.seed}", "model.name"))
+    if spec.variant.teacher_from:
+        name, seed = spec.variant.teacher_from["run"], spec.variant.teacher_from["seed"]
+        run_id = f"{name}__{spec.task}__seed{spec.seed if seed is None else seed}"
+        earlier.append(("teacher_from", name, run_id, "recover.teacher_model"))
+    return earlier
 
 
 def _finished(previous: dict | None, spec: RunSpec) -> bool:
     """Whether ``previous`` is an ok result of the run ``spec`` requests now.
 
-    An ``init_from`` run's request holds the path of the export it started from (``model.name``, set by
-    :func:`_start_from`), a folder of the machine that ran it; the comparison leaves that path out, so a result
-    copied from another machine, or from another runs folder, still counts as finished.
+    A chained run's request holds the paths of the exports it used (``model.name`` for ``init_from``,
+    ``recover.teacher_model`` for ``teacher_from``; set by :func:`_start_from`), folders of the machine that ran
+    it; the comparison leaves those paths out, so a result copied from another machine, or from another runs
+    folder, still counts as finished.
     """
     if not previous or previous["run_info"]["status"] != "ok":
         return False
-    request = previous["run_info"]["request"]
-    if spec.variant.init_from:
-        return _without_model_name(request) == _without_model_name(spec.overrides)
-    return request == spec.overrides
+    settings = [setting for *_, setting in _earlier_runs(spec)]
+    return _without(previous["run_info"]["request"], settings) == _without(spec.overrides, settings)
 
 
-def _without_model_name(request: dict) -> dict:
-    model = {k: v for k, v in request.get("model", {}).items() if k != "name"}
-    rest = {k: v for k, v in request.items() if k != "model"}
-    return {**rest, "model": model} if model else rest
+def _without(request: dict, settings: list[str]) -> dict:
+    """``request`` less the dotted ``settings``, and less any section that leaves empty."""
+    request = {section: dict(values) if isinstance(values, dict) else values for section, values in request.items()}
+    for setting in settings:
+        section, name = setting.split(".")
+        if isinstance(request.get(section), dict):
+            request[section].pop(name, None)
+            if not request[section]:
+                del request[section]
+    return request
 
 
 # ------------------------------------------------------------------------------------------- the plan
@@ -343,9 +365,9 @@ def run_plan(plan: Plan, runs_dir: str | Path, only: list[str] | None = None,
             echo(f"{prefix} skipped (finished earlier: {_progress(previous)})", flush=True)
             results[spec.run_id] = previous
             continue
-        # a run that starts from another's export: its overrides name that export (after the skip check, so that
-        # a finished result is kept even where the export it started from is missing)
-        blocked = _start_from(spec, runs_dir, plan, meta) if spec.variant.init_from else None
+        # a run that builds on another's export: its overrides name that export (after the skip check, so that
+        # a finished result is kept even where the export it used is missing)
+        blocked = _start_from(spec, runs_dir, plan, meta)
         echo(f"{prefix} running ... ", end="", flush=True)
         result = blocked or run_one(spec, plan, runs_dir / "runs" / spec.run_id, meta)
         _write_json(path, result)
@@ -384,7 +406,8 @@ def _resolved_key(plan: Plan, spec: RunSpec) -> str:
     except (ValueError, FileNotFoundError):
         return spec.run_id  # an invalid config is nobody's twin: it runs, and fails, on its own
     config.pop("output_dir", None)
-    return json.dumps(config, sort_keys=True)
+    # runs that build on different earlier runs differ even where their patches are the same
+    return json.dumps([config, _earlier_runs(spec)], sort_keys=True)
 
 
 def _copy_of(result: dict, spec: RunSpec) -> dict:
