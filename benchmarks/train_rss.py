@@ -48,9 +48,11 @@ MIB = 2**20
 
 def run_config(plan, name: str) -> dict:
     """The run's config file at seed 42, as ``aptune ablate`` writes it."""
-    if name not in plan.variants:
-        raise SystemExit(f"--runs: no run {name!r} in {PLAN}; it has: {', '.join(plan.variants)}")
-    spec = next((s for s in plan.expand([name]) if s.seed == SEED), None)
+    try:
+        specs = plan.expand([name], flag="--runs")
+    except ValueError as err:
+        raise SystemExit(f"{PLAN}: {err}") from None
+    spec = next((s for s in specs if s.seed == SEED), None)
     if spec is None:
         raise SystemExit(f"no run {name!r} at seed {SEED} in {PLAN} (profile {PROFILE})")
     return plan.run_config(spec)

@@ -118,8 +118,10 @@ def test_plan_expansion_orders_layers_and_rejects_unknown_names(tmp_path):
     assert specs[0].overrides["train"] == {"lr": 5e-5, "steps": 9, "seed": 1}  # the variant beats the profile
     assert specs[1].overrides["train"]["lr"] == 1e-3 and specs[3].overrides["train"]["steps"] == 5
     assert nest({"a.b.c": 1, "a": {"b": {"d": 2}}}) == {"a": {"b": {"c": 1, "d": 2}}}
-    with pytest.raises(ValueError, match="unknown runs"):
+    with pytest.raises(ValueError, match="--only names unknown runs"):
         plan.expand(only=["c"])
+    with pytest.raises(ValueError, match="--runs names unknown runs"):  # a script's own flag
+        plan.expand(only=["c"], flag="--runs")
     with pytest.raises(ValueError, match="no profile"):
         load_plan(tmp_path / "plan.yaml", "nope")
 

@@ -166,16 +166,17 @@ class Plan:
     timeout_s: float | None = None
     evaluation: EvaluationSettings | None = None
 
-    def expand(self, only: list[str] | None = None) -> list[RunSpec]:
+    def expand(self, only: list[str] | None = None, flag: str = "--only") -> list[RunSpec]:
         """All runs, seed-major then task then variant, so that a whole seed finishes first.
 
         Args:
             only: variant names to keep (all when None); unknown names are an error.
+            flag: the command-line option that gave ``only``, named in that error.
         """
         if only:
             unknown = [name for name in only if name not in self.variants]
             if unknown:
-                raise ValueError(f"--only names unknown runs {unknown}; the plan has: {', '.join(self.variants)}")
+                raise ValueError(f"{flag} names unknown runs {unknown}; the plan has: {', '.join(self.variants)}")
         specs = []
         for seed in self.seeds:
             for task in self.tasks:
