@@ -133,7 +133,7 @@ def test_a_finished_chained_run_copied_from_another_machine_is_kept(tmp_path):
     assert result["run_info"]["failed_phase"] == "init_from"
 
 
-def test_teacher_from_rules_and_a_missing_teacher(tmp_path):
+def test_teacher_from_rules_and_a_missing_teacher(tmp_path, capsys):
     path = tmp_path / "plan.yaml"
     model = {"recover.teacher": "model"}
     for runs, message in [
@@ -154,6 +154,11 @@ def test_teacher_from_rules_and_a_missing_teacher(tmp_path):
     assert "lora_recovery__alpaca__seed42" in result["run_info"]["error"]
     assert "run lora_recovery first" in result["run_info"]["error"]
     assert not (tmp_path / "runs" / "runs").exists()
+    # a dry run shows the folder the runner will read the teacher from, and the config it makes loads
+    assert main(["ablate", "configs/smollm2/compare.yaml", "--only", "apt_recovery_wordnet_tuned_teacher", "--seeds",
+                 "43", "--runs-dir", str(tmp_path / "runs"), "--dry-run"]) == 0
+    teacher = tmp_path / "runs" / "runs" / "lora_recovery__alpaca__seed42" / "train" / "export"
+    assert f"teacher_model: {teacher.resolve()}" in capsys.readouterr().out
 
 
 def test_a_finished_taught_run_is_kept_where_its_teacher_is_missing(tmp_path):

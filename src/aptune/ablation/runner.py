@@ -267,12 +267,8 @@ def _progress(result: dict) -> str:
 
 
 def _start_from(spec: RunSpec, runs_dir: Path, plan: Plan, meta: dict) -> dict | None:
-    """Point ``spec`` at the exports of the runs it builds on; a failed result when one of them has not finished.
-
-    ``init_from``'s export becomes the run's ``model.name``, ``teacher_from``'s its ``recover.teacher_model``: both
-    go into the run's overrides, so ``run.yaml`` shows where the model and the teacher came from.
-    """
-    for key, variant, earlier, setting in _earlier_runs(spec):
+    """Point ``spec`` at the exports of the runs it builds on; a failed result when one of them has not finished."""
+    for key, variant, earlier, _ in _earlier_runs(spec):
         previous = _read_json(runs_dir / "results" / f"{earlier}.json")
         export = runs_dir / "runs" / earlier / "train" / "export"
         if not (previous and previous["run_info"]["status"] == "ok" and export.is_dir()):
@@ -282,9 +278,22 @@ def _start_from(spec: RunSpec, runs_dir: Path, plan: Plan, meta: dict) -> dict |
                 error=f"{spec.variant.name} uses the export of {earlier} ({key}), which has not finished (no ok "
                       f"result with an export in {export}); run {variant} first")
             return result
-        section, name = setting.split(".")
-        spec.overrides = {**spec.overrides, section: {**spec.overrides.get(section, {}), name: str(export.resolve())}}
+    spec.overrides = with_earlier_exports(spec, runs_dir)
     return None
+
+
+def with_earlier_exports(spec: RunSpec, runs_dir: Path) -> dict:
+    """``spec``'s overrides with the exports of the runs it builds on in ``runs_dir`` filled in.
+
+    ``init_from``'s export becomes the run's ``model.name``, ``teacher_from``'s its ``recover.teacher_model``: both
+    go into the run's overrides, so ``run.yaml`` shows where the model and the teacher came from.
+    """
+    overrides = spec.overrides
+    for _, _, earlier, setting in _earlier_runs(spec):
+        section, name = setting.split(".")
+        export = (Path(runs_dir) / "runs" / earlier / "train" / "export").resolve()
+        overrides = {**overrides, section: {**overrides.get(section, {}), name: str(export)}}
+    return overrides
 
 
 def _earlier_runs(spec: RunSpec) -> list[tuple[str, str, str, str]]:

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"plan {plan.path} (profile {plan.profile}): {len(specs)} runs = {variants} variants x {len(plan.tasks)} "
           f"tasks x {len(plan.seeds)} seeds -> {runs_dir}")
     if args.dry_run:
-        return _dry_run(plan, specs)
+        return _dry_run(plan, specs, runs_dir)
     results = run_plan(plan, runs_dir, only)
     failed = [r["run_info"]["name"] for r in results if r["run_info"]["status"] != "ok"]
     if failed:
@@ -60,17 +60,22 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
-def _dry_run(plan, specs) -> int:
-    """Print every run's overrides and check that its config loads (what `aptune train` would read first)."""
+def _dry_run(plan, specs, runs_dir: Path) -> int:
+    """Print every run's overrides and check that its config loads (what `aptune train` would read first).
+
+    A run that builds on an earlier one (init_from, teacher_from) is shown with that run's export in ``runs_dir``,
+    where the runner will look for it."""
     import tempfile
 
     import yaml
 
+    from aptune.ablation.runner import with_earlier_exports
     from aptune.config import load_config
 
     bad = 0
     with tempfile.TemporaryDirectory() as tmp:
         for spec in specs:
+            spec.overrides = with_earlier_exports(spec, runs_dir)
             path = Path(tmp) / f"{spec.run_id}.yaml"
             path.write_text(yaml.safe_dump(plan.run_config(spec)))
             try:
