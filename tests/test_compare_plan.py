@@ -8,6 +8,7 @@ multiple choice on a few ARC-Easy items, greedy answers to the plan's prompts); 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict
 
@@ -159,6 +160,18 @@ def test_teacher_from_rules_and_a_missing_teacher(tmp_path, capsys):
                  "43", "--runs-dir", str(tmp_path / "runs"), "--dry-run"]) == 0
     teacher = tmp_path / "runs" / "runs" / "lora_recovery__alpaca__seed42" / "train" / "export"
     assert f"teacher_model: {teacher.resolve()}" in capsys.readouterr().out
+
+
+def test_runs_built_on_different_earlier_runs_are_not_twins(tmp_path):
+    """Two variants with the same patch that start from different runs' exports train twice."""
+    from aptune.ablation.runner import same_runs
+
+    plan = load_plan("configs/smollm2/compare.yaml")
+    plan.variants["lora_prune_2"] = dataclasses.replace(plan.variants["lora_prune"], name="lora_prune_2",
+                                                        init_from="lora_recovery")
+    plan.variants["lora_prune_3"] = dataclasses.replace(plan.variants["lora_prune"], name="lora_prune_3")
+    specs = plan.expand(["lora_prune", "lora_prune_2", "lora_prune_3"])
+    assert same_runs(plan, specs) == {"lora_prune_3__alpaca__seed42": "lora_prune__alpaca__seed42"}
 
 
 def test_a_finished_taught_run_is_kept_where_its_teacher_is_missing(tmp_path):
