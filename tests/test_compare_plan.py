@@ -162,7 +162,7 @@ def test_teacher_from_rules_and_a_missing_teacher(tmp_path, capsys):
     assert f"teacher_model: {teacher.resolve()}" in capsys.readouterr().out
 
 
-def test_runs_built_on_different_earlier_runs_are_not_twins(tmp_path):
+def test_runs_built_on_different_earlier_runs_are_not_twins():
     """Two variants with the same patch that start from different runs' exports train twice."""
     from aptune.ablation.runner import same_runs
 
@@ -183,7 +183,8 @@ def test_a_finished_taught_run_is_kept_where_its_teacher_is_missing(tmp_path):
     committed = json.loads(open(f"results/llama/mc500/results/{spec.run_id}.json").read())
     assert committed["run_info"]["request"]["recover"]["teacher_model"].endswith(
         "lora_recovery__alpaca__seed42/train/export")
-    # not on this machine (the lora_prune test above has why), and what the runner adds after its runs
+    # an export on another machine, so that nothing is timed side by side (as in the lora_prune test above), and
+    # what the runner adds after its runs
     committed["train_info"].update(export=f"/elsewhere/{spec.run_id}/train/export", accuracy_target=None,
                                    time_to_accuracy=None, steps_to_accuracy=None)
     path = tmp_path / "runs" / "results" / f"{spec.run_id}.json"
