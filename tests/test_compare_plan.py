@@ -171,7 +171,7 @@ def test_runs_built_on_different_earlier_runs_are_not_twins():
                                                         init_from="lora_recovery")
     plan.variants["lora_prune_3"] = dataclasses.replace(plan.variants["lora_prune"], name="lora_prune_3")
     specs = plan.expand(["lora_prune", "lora_prune_2", "lora_prune_3"])
-    assert same_runs(plan, specs) == {"lora_prune_3__alpaca__seed42": "lora_prune__alpaca__seed42"}
+    assert same_runs(plan, specs, "runs") == {"lora_prune_3__alpaca__seed42": "lora_prune__alpaca__seed42"}
 
 
 def test_a_finished_taught_run_is_kept_where_its_teacher_is_missing(tmp_path):

@@ -270,7 +270,7 @@ def _start_from(spec: RunSpec, runs_dir: Path, plan: Plan, meta: dict) -> dict |
     """Point ``spec`` at the exports of the runs it builds on; a failed result when one of them has not finished."""
     for key, variant, earlier, _ in _earlier_runs(spec):
         previous = _read_json(runs_dir / "results" / f"{earlier}.json")
-        export = runs_dir / "runs" / earlier / "train" / "export"
+        export = _export_of(runs_dir, earlier)
         if not (previous and previous["run_info"]["status"] == "ok" and export.is_dir()):
             result = _result_skeleton(spec, plan, runs_dir / "runs" / spec.run_id, meta)
             result["run_info"].update(
@@ -291,9 +291,14 @@ def with_earlier_exports(spec: RunSpec, runs_dir: Path) -> dict:
     overrides = spec.overrides
     for _, _, earlier, setting in _earlier_runs(spec):
         section, name = setting.split(".")
-        export = (Path(runs_dir) / "runs" / earlier / "train" / "export").resolve()
-        overrides = {**overrides, section: {**overrides.get(section, {}), name: str(export)}}
+        export = str(_export_of(runs_dir, earlier).resolve())
+        overrides = {**overrides, section: {**overrides.get(section, {}), name: export}}
     return overrides
+
+
+def _export_of(runs_dir: str | Path, run_id: str) -> Path:
+    """Where the runner's run ``run_id`` exports its model (``aptune train``'s ``output_dir/export``)."""
+    return Path(runs_dir) / "runs" / run_id / "train" / "export"
 
 
 def _earlier_runs(spec: RunSpec) -> list[tuple[str, str, str, str]]:
@@ -354,7 +359,7 @@ def run_plan(plan: Plan, runs_dir: str | Path, only: list[str] | None = None,
     runs_dir = Path(runs_dir)
     (runs_dir / "results").mkdir(parents=True, exist_ok=True)
     specs = plan.expand(only)
-    owners = same_runs(plan, specs)
+    owners = same_runs(plan, specs, runs_dir)
     meta = None
     results: dict[str, dict] = {}
     for i, spec in enumerate(specs, 1):
@@ -396,12 +401,16 @@ def run_plan(plan: Plan, runs_dir: str | Path, only: list[str] | None = None,
 
 
 # ------------------------------------------------------------------------------ the same config twice
-def same_runs(plan: Plan, specs: list[RunSpec]) -> dict[str, str]:
-    """Run id -> the earlier run id with the same resolved config (everything but the output folder)."""
+def same_runs(plan: Plan, specs: list[RunSpec], runs_dir: str | Path) -> dict[str, str]:
+    """Run id -> the earlier run id with the same resolved config (everything but the output folder).
+
+    A run built on an earlier one is resolved with that run's export in ``runs_dir`` (as the runner writes it), so
+    two runs that start from, or distil from, different runs are not the same run.
+    """
     first: dict[str, str] = {}
     owners = {}
     for spec in specs:
-        key = _resolved_key(plan, spec)
+        key = _resolved_key(plan, spec, runs_dir)
         if key in first:
             owners[spec.run_id] = first[key]
         else:
@@ -409,14 +418,13 @@ def same_runs(plan: Plan, specs: list[RunSpec]) -> dict[str, str]:
     return owners
 
 
-def _resolved_key(plan: Plan, spec: RunSpec) -> str:
+def _resolved_key(plan: Plan, spec: RunSpec, runs_dir: str | Path) -> str:
     try:
-        config = override_config(load_config(plan.base), spec.overrides).to_dict()
+        config = override_config(load_config(plan.base), with_earlier_exports(spec, runs_dir)).to_dict()
     except (ValueError, FileNotFoundError):
         return spec.run_id  # an invalid config is nobody's twin: it runs, and fails, on its own
     config.pop("output_dir", None)
-    # runs that build on different earlier runs differ even where their patches are the same
-    return json.dumps([config, _earlier_runs(spec)], sort_keys=True)
+    return json.dumps(config, sort_keys=True)
 
 
 def _copy_of(result: dict, spec: RunSpec) -> dict:
