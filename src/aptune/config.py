@@ -81,6 +81,7 @@ class PruneConfig:
     mask_lr: float = 0.01  # soft mask step per training step
     round_to: int = 1  # round kept FFN / hidden sizes down to a multiple of this (faster matmuls)
     layer_floor: float = 0.0  # every layer keeps at least this fraction of its KV groups and FFN neurons; 0: none
+    head_floor: float | None = None  # the KV groups' own floor (None: layer_floor's; 1: attention is never cut)
     before_tuning: bool = False  # one-shot pruning from calibration batches before any tuning
     calibration_batches: int = 16
     # with before_tuning: instruction records (any data.train_file format, the data's fields) whose batches choose
@@ -275,6 +276,7 @@ _RULES: dict[str, _Rule] = {
     "prune.mask_lr": _IN_0_1_OPEN_CLOSED,
     "prune.round_to": _AT_LEAST_1,
     "prune.layer_floor": _IN_0_1_CLOSED_OPEN,
+    "prune.head_floor": _IN_0_1_CLOSED,
     "prune.calibration_batches": _AT_LEAST_1,
     "prune.calibration_file": _NON_EMPTY,
     "prune.refit_damp": _POSITIVE,

@@ -306,7 +306,7 @@ class APT:
     def _keep_set(self, density: float) -> KeepSet:
         """The most salient blocks within ``density`` of the original parameters (and the layer floor)."""
         p, scores = self.config.prune, self.scorer.scores()
-        protect = layer_floor(scores, self.model.state, p.layer_floor, p.round_to)  # {} at 0
+        protect = layer_floor(scores, self.model.state, p.layer_floor, p.round_to, p.head_floor)  # {} at 0
         return search_keep_set(scores, self.model.state, self.model.counter, int(density * self.model.original_params),
                                protect=protect, round_to=p.round_to)
 
