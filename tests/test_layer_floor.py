@@ -1,6 +1,6 @@
 """A layer floor (``prune.layer_floor``): every layer keeps at least that fraction of its KV groups and FFN
 neurons, the most salient ones, within the same budget, through a cut before tuning too; the config checks its
-range."""
+range. A head floor (``prune.head_floor``) gives the KV groups a floor of their own."""
 
 from __future__ import annotations
 
@@ -98,6 +98,45 @@ def test_a_cut_before_tuning_respects_the_floor_and_the_config_checks_its_range(
         load_config(None, ["prune.layer_floor=1.0"])
 
 
+def test_a_head_floor_of_one_keeps_every_kv_group_and_the_cut_falls_on_the_ffns():
+    apt = APTModel(tiny_llama())
+    scores = _scores_starving_one_layer(apt)  # layer 0's groups are the least salient blocks of all
+    budget = int(0.6 * apt.original_params)
+    assert min(m.sum() for m in search_keep_set(scores, apt.state, apt.counter, budget).heads.values()) == 0
+
+    protect = layer_floor(scores, apt.state, 0.3, head_fraction=1.0)
+    keep = search_keep_set(scores, apt.state, apt.counter, budget, protect=protect)
+    assert keep.params <= budget
+    assert all(bool((mask == 1).all()) for mask in keep.heads.values())
+    assert all(mask.sum() >= math.ceil(0.3 * len(mask)) for mask in keep.ffn.values())
+    assert sum(m.sum() for m in keep.ffn.values()) < sum(len(m) for m in keep.ffn.values())  # the FFNs paid
+
+    ffn_only = layer_floor(scores, apt.state, 0.5, head_fraction=0.0)  # the FFN floor alone
+    assert ffn_only.keys() == {f"ffn/{n}" for n in apt.state.ffn}
+    assert layer_floor(scores, apt.state, 0.5, head_fraction=None) == layer_floor(scores, apt.state, 0.5)
+    with pytest.raises(ValueError, match=r"a head floor is a fraction in \[0, 1\]; got 1.5"):
+        layer_floor(scores, apt.state, 0.5, head_fraction=1.5)
+
+
+def test_a_cut_before_tuning_keeps_the_head_floor_and_the_config_checks_its_range():
+    torch.manual_seed(0)
+    model = APTModel(tiny_llama())
+    config = APTConfig(prune=PruneConfig(density=0.5, before_tuning=True, calibration_batches=2, start_step=1,
+                                         num_steps=1, end_fraction=0.5, layer_floor=0.2, head_floor=1.0),
+                       distill=DistillConfig(enabled=False))
+    apt = APT(model, config, total_steps=8)
+    batch = tiny_inputs("llama", batch=2, length=7, seed=1)
+    apt.prune_before_tuning([{**batch, "labels": batch["input_ids"].clone()}] * 2)
+    assert apt.density() <= 0.5
+    kept, original = model.state.kept_sizes(), model.state.original_sizes
+    assert kept["heads"] == original["heads"]
+    assert sum(kept["ffn"].values()) < sum(original["ffn"].values())
+    assert load_config(None, ["prune.head_floor=1.0"]).prune.head_floor == 1.0
+    assert load_config(None, []).prune.head_floor is None
+    with pytest.raises(ValueError, match=r"prune.head_floor must lie in \[0, 1\] \(or null\); got 1.5"):
+        load_config(None, ["prune.head_floor=1.5"])
+
+
 def test_the_cut_loss_benchmark_matches_a_real_cut_before_tuning(tmp_path):
     """benchmarks/cut_loss.py applies keep sets as masks to one model; its row at the config's floor (0.6, the
     default of alpaca.yaml) is the held-out loss of the model ``aptune train`` cuts from the same calibration batches
@@ -142,3 +181,20 @@ def test_aptune_prune_takes_a_layer_floor_and_refuses_one_out_of_range(tmp_path,
     floor_ffn = math.ceil(0.6 * 48)  # and ceil(0.6 x 2) = both KV groups
     assert any(ffn < floor_ffn or groups < 2 for ffn, groups in widths("0"))  # without a floor some layer is thinner
     assert all(ffn >= floor_ffn and groups == 2 for ffn, groups in widths("0.6"))
+
+
+def test_aptune_prune_takes_a_head_floor_and_refuses_one_out_of_range(tmp_path, capsys):
+    model_dir = tmp_path / "tiny"
+    torch.manual_seed(0)
+    tiny_llama().save_pretrained(model_dir)
+    args = ["prune", "--model", str(model_dir), "--head", "causal-lm", "--density", "0.4", "--round-to", "1",
+            "--repeats", "1", "--batch-size", "2", "--seq-len", "8"]
+    assert main([*args, "--head-floor", "1.5", "--output", str(tmp_path / "refused")]) == 2
+    assert "--head-floor must lie in [0, 1] (a fraction of each layer's head groups; 1 keeps them all); got 1.5" in (
+        capsys.readouterr().err)
+
+    out = tmp_path / "all-heads"
+    assert main([*args, "--head-floor", "1", "--output", str(out)]) == 0
+    layers = load_model(out, head="causal-lm").model.layers
+    assert all(_kv_groups(layer.self_attn) == 2 for layer in layers)
+    assert sum(layer.mlp.down_proj.weight.shape[1] for layer in layers) < 48 * len(layers)

@@ -116,8 +116,8 @@ def layer_floor(scores, state: StructureState, fraction: float, round_to: int = 
     other blocks, hidden dimensions among them.
 
     ``head_fraction`` (None: ``fraction``) is the KV groups' own floor; at 1 no layer loses attention, and the
-    whole cut falls on the FFNs. SmolLM2-135M has 3 KV groups a layer, so a shared floor of 0.6 lets the cut take
-    one group out of any layer; keeping them all cut its held-out loss more than any FFN floor did (docs/method.md §D).
+    whole cut falls on the FFNs. SmolLM2-135M has 3 KV groups a layer, so a shared floor of 0.6 still lets the cut
+    take one group out of any layer; keeping them all lowers the loss right after the cut (docs/method.md §D).
 
     With ``round_to`` > 1 (the same as the search's) an FFN site's floor is rounded *up* to a multiple of it, so
     that rounding the kept widths down never cuts a layer below the floor (SmolLM2-135M at 0.6 and 8: 928 of
