@@ -8,7 +8,7 @@ one loaded model serves every variant.
 
     python benchmarks/cut_loss.py --config configs/smollm2/alpaca_qv.yaml model.dtype=float32 \\
         --floors 0 0.5 0.6 0.7 --json results/llama/recovery/cut_loss.json
-    python benchmarks/cut_loss.py --config configs/smollm2/alpaca_wordnet.yaml model.dtype=float32 \
+    python benchmarks/cut_loss.py --config configs/smollm2/alpaca_wordnet.yaml model.dtype=float32 \\
         --floors 0.5 0.55 0.6 --head-floors none 1 --json results/llama/recovery/head_floor/cut_loss.json
 """
 
