@@ -163,38 +163,41 @@ def _kv_groups(attention) -> int:
     return attention.k_proj.weight.shape[0] // 8 if hasattr(attention, "k_proj") else 0
 
 
-def test_aptune_prune_takes_a_layer_floor_and_refuses_one_out_of_range(tmp_path, capsys):
+def _prune_command(tmp_path, density: str) -> list[str]:
+    """``aptune prune`` of a saved tiny LLaMA (2 KV groups and 48 FFN neurons a layer) at ``density``."""
     model_dir = tmp_path / "tiny"
     torch.manual_seed(0)
     tiny_llama().save_pretrained(model_dir)
-    args = ["prune", "--model", str(model_dir), "--head", "causal-lm", "--density", "0.3", "--round-to", "1",
+    return ["prune", "--model", str(model_dir), "--head", "causal-lm", "--density", density, "--round-to", "1",
             "--repeats", "1", "--batch-size", "2", "--seq-len", "8"]
+
+
+def _exported_widths(command: list[str], out) -> list[tuple[int, int]]:
+    """(FFN width, KV groups) of every layer of the export ``command`` writes to ``out``."""
+    assert main([*command, "--output", str(out)]) == 0
+    layers = load_model(out, head="causal-lm").model.layers
+    return [(layer.mlp.down_proj.weight.shape[1], _kv_groups(layer.self_attn)) for layer in layers]
+
+
+def test_aptune_prune_takes_a_layer_floor_and_refuses_one_out_of_range(tmp_path, capsys):
+    args = _prune_command(tmp_path, "0.3")
     assert main([*args, "--layer-floor", "1.0", "--output", str(tmp_path / "refused")]) == 2
     assert "--layer-floor must lie in [0, 1) (a fraction of each layer's blocks); got 1.0" in capsys.readouterr().err
 
-    def widths(floor: str) -> list[tuple[int, int]]:
-        out = tmp_path / f"floor-{floor}"
-        assert main([*args, "--layer-floor", floor, "--output", str(out)]) == 0
-        layers = load_model(out, head="causal-lm").model.layers
-        return [(layer.mlp.down_proj.weight.shape[1], _kv_groups(layer.self_attn)) for layer in layers]
-
     floor_ffn = math.ceil(0.6 * 48)  # and ceil(0.6 x 2) = both KV groups
-    assert any(ffn < floor_ffn or groups < 2 for ffn, groups in widths("0"))  # without a floor some layer is thinner
-    assert all(ffn >= floor_ffn and groups == 2 for ffn, groups in widths("0.6"))
+    unfloored = _exported_widths([*args, "--layer-floor", "0"], tmp_path / "floor-0")
+    assert any(ffn < floor_ffn or groups < 2 for ffn, groups in unfloored)  # without a floor some layer is thinner
+    floored = _exported_widths([*args, "--layer-floor", "0.6"], tmp_path / "floor-0.6")
+    assert all(ffn >= floor_ffn and groups == 2 for ffn, groups in floored)
 
 
 def test_aptune_prune_takes_a_head_floor_and_refuses_one_out_of_range(tmp_path, capsys):
-    model_dir = tmp_path / "tiny"
-    torch.manual_seed(0)
-    tiny_llama().save_pretrained(model_dir)
-    args = ["prune", "--model", str(model_dir), "--head", "causal-lm", "--density", "0.4", "--round-to", "1",
-            "--repeats", "1", "--batch-size", "2", "--seq-len", "8"]
+    args = _prune_command(tmp_path, "0.4")
     assert main([*args, "--head-floor", "1.5", "--output", str(tmp_path / "refused")]) == 2
     assert "--head-floor must lie in [0, 1] (a fraction of each layer's head groups; 1 keeps them all); got 1.5" in (
         capsys.readouterr().err)
 
-    out = tmp_path / "all-heads"
-    assert main([*args, "--head-floor", "1", "--output", str(out)]) == 0
-    layers = load_model(out, head="causal-lm").model.layers
-    assert all(_kv_groups(layer.self_attn) == 2 for layer in layers)
-    assert sum(layer.mlp.down_proj.weight.shape[1] for layer in layers) < 48 * len(layers)
+    assert any(groups < 2 for _, groups in _exported_widths(args, tmp_path / "no-floor"))  # the floor has work to do
+    widths = _exported_widths([*args, "--head-floor", "1"], tmp_path / "all-heads")
+    assert all(groups == 2 for _, groups in widths)
+    assert sum(ffn for ffn, _ in widths) < 48 * len(widths)  # the FFNs paid for the cut
