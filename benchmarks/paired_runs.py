@@ -11,8 +11,9 @@ pruning step and the value right after it (pruning accuracy) where the run has t
 ``aptune eval`` record (``--mc``: ``mc.json`` inside a run folder, ``NAME.mc.json`` beside a record), every
 multiple-choice task's acc / acc_norm and their average over tasks (an ablation result JSON carries its own, in
 ``eval_info.downstream``).
-Losses are better lower, the rest higher. The average acc and margin are also given as a share of the first
-recipe's, seed by seed (issue 13's goals are shares of lora's).
+Where the run recorded them, also the training process's peak RSS and the counted peak step, in GiB.
+Losses and memory are better lower, the rest higher. The average acc and margin are also given as a share of the
+first recipe's, seed by seed (issue 13's goals are shares of lora's).
 
     python benchmarks/paired_runs.py \\
         baseline=runs/rec/baseline-s42,runs/rec/baseline-s43,runs/rec/baseline-s44 \\
@@ -52,14 +53,29 @@ def dev_metrics(primary: str, final: dict, history: list[dict], best_after_pruni
     return metrics
 
 
+GIB = 2**30
+
+
+def memory_metrics(peak_rss_bytes: int | None, counted: dict | None) -> dict[str, float]:
+    """The training process's peak RSS and the counted peak step (parameters, gradients, optimizer state and
+    the activations saved for backward, ``aptune.bench.memory``), where the run recorded them."""
+    metrics = {}
+    if peak_rss_bytes:
+        metrics["peak training RSS (GiB)"] = peak_rss_bytes / GIB
+    if counted and counted.get("total_bytes"):
+        metrics["counted training peak (GiB)"] = counted["total_bytes"] / GIB
+    return metrics
+
+
 def lower_is_better(metric: str) -> bool:
-    return "loss" in metric
+    return "loss" in metric or "(GiB)" in metric
 
 
 def run_metrics(summary: dict, history: list[dict], mc_file: Path) -> dict[str, float]:
     """The metrics of one finished run (its summary and evaluations), with its multiple-choice record if any."""
     metrics = dev_metrics(summary.get("primary_metric", "eval_loss"), summary["final"], history,
                           summary.get("best_after_pruning"), summary.get("pruning_accuracy"))
+    metrics.update(memory_metrics(summary.get("peak_rss_bytes"), summary.get("memory")))
     if mc_file.is_file():
         metrics.update(mc_metrics(json.loads(mc_file.read_text())["results"]))
     return metrics
@@ -95,6 +111,7 @@ def result_file(path: Path, mc_name: str) -> tuple[int, dict[str, float]]:
                          "result JSON of aptune ablate (run_info, train_info, eval_info)") from None
     metrics = dev_metrics(dev["primary_metric"], dev["final"], train["curve"], dev.get("best_after_pruning"),
                           pruning_accuracy(record))
+    metrics.update(memory_metrics(train.get("peak_rss_bytes"), train.get("memory")))
     if dev.get("downstream"):  # the plan's multiple-choice evaluation of the export
         metrics.update(mc_metrics(dev["downstream"]))
     return int(run["seed"]), metrics

@@ -23,6 +23,10 @@ Allocator settings:
   price of fresh zeroed pages for every activation of every step.
 
 The allocator changes no number a run computes: the dev loss after the last step is compared to the bit.
+
+A run that starts from or distils from an earlier run's export (``init_from``, ``teacher_from``, e.g.
+``apt_recovery_wordnet_tuned_teacher``) takes it from ``--runs-dir``, an ``aptune ablate`` folder where that run
+has finished.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from pathlib import Path
 import yaml
 
 from aptune.ablation.plan import load_plan
+from aptune.ablation.runner import with_earlier_exports
 from aptune.provenance import meta_info
 
 PLAN, PROFILE, SEED = "configs/smollm2/compare.yaml", "mc500", 42
@@ -46,8 +51,10 @@ SETTINGS = {"glibc": [], "mmap": ["train.mmap_threshold=131072"]}  # overrides o
 MIB = 2**20
 
 
-def run_config(plan, name: str) -> dict:
-    """The run's config file at seed 42, as ``aptune ablate`` writes it."""
+def run_config(plan, name: str, runs_dir: Path | None = None) -> dict:
+    """The run's config file at seed 42, as ``aptune ablate`` writes it. A run that starts from or distils from an
+    earlier run's export (``init_from``, ``teacher_from``) takes that export from ``runs_dir``, an ``aptune
+    ablate`` folder where the earlier run has finished."""
     try:
         specs = plan.expand([name], flag="--runs")
     except ValueError as err:
@@ -55,6 +62,19 @@ def run_config(plan, name: str) -> dict:
     spec = next((s for s in specs if s.seed == SEED), None)
     if spec is None:
         raise SystemExit(f"no run {name!r} at seed {SEED} in {PLAN} (profile {PROFILE})")
+    earlier = {"init_from": spec.variant.init_from, "teacher_from": (spec.variant.teacher_from or {}).get("run")}
+    earlier = {key: run for key, run in earlier.items() if run}
+    if earlier:
+        if runs_dir is None:
+            raise SystemExit(f"{name} builds on the export of {earlier}; give --runs-dir, the aptune ablate folder "
+                             f"where that run has finished")
+        spec.overrides = with_earlier_exports(spec, runs_dir)
+        exports = [spec.overrides["model"]["name"]] if "init_from" in earlier else []
+        exports += [spec.overrides["recover"]["teacher_model"]] if "teacher_from" in earlier else []
+        missing = [path for path in exports if not Path(path).is_dir()]
+        if missing:
+            raise SystemExit(f"{name} builds on {earlier}: no export at {', '.join(missing)}; run it first with "
+                             f"aptune ablate {PLAN} --profile {PROFILE} --runs-dir {runs_dir}")
     return plan.run_config(spec)
 
 
@@ -101,6 +121,8 @@ def main() -> None:
     parser.add_argument("--runs", default="apt_recovery_wordnet,lora", help="runs of the plan, comma-separated")
     parser.add_argument("--allocators", default=",".join(SETTINGS), help=f"of {', '.join(SETTINGS)}")
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--runs-dir", type=Path, help="aptune ablate folder with the exports that runs built on "
+                        "earlier runs (init_from, teacher_from) start from or distil from")
     parser.add_argument("--json", required=True)
     parser.add_argument("--markdown")
     args = parser.parse_args()
@@ -108,7 +130,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--allocators: unknown {sorted(unknown)}; choose from {', '.join(SETTINGS)}")
     plan = load_plan(PLAN, PROFILE)
-    configs = {name: run_config(plan, name) for name in args.runs.split(",")}  # an unknown name fails before any run
+    configs = {name: run_config(plan, name, args.runs_dir) for name in args.runs.split(",")}  # an unknown name fails before any run
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for setting in args.allocators.split(","):  # each setting's runs side by side, the machine's day shared

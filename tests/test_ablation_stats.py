@@ -206,6 +206,19 @@ def test_provenance_names_every_commit_the_runs_were_trained_at():
     assert "`def` (1 run)" in provenance(results, 0)[1]
 
 
+def test_provenance_names_every_machine_the_runs_were_trained_on():
+    """A report over runs from two machines must name both, each with its count, not the first run's alone."""
+    from aptune.ablation.results import provenance
+
+    results = _plan_results()
+    assert provenance(results, 0)[1].endswith("; torch t, transformers x, Python 3, cpu (1 cores), no GPU.")
+    for r in results[:2]:
+        r["meta_info"]["cpu"] = "Intel Xeon"
+    line = provenance(results, 0)[1]
+    assert "Intel Xeon (1 cores), no GPU (2 runs)" in line
+    assert f"cpu (1 cores), no GPU ({len(results) - 2} runs)" in line
+
+
 def test_pruning_accuracy_of_a_cut_before_tuning_is_the_step_0_evaluation_or_none():
     """A run cut before tuning is at its density from step 0; an evaluation logged at a later (rank-growth) step,
     as older results of such runs carry, is after recovery and must not be shown as the pruning accuracy."""

@@ -15,7 +15,7 @@ from dataclasses import asdict
 import pytest
 import torch
 import yaml
-from helpers import tiny_llama_dir
+from helpers import load_benchmark, tiny_llama_dir
 
 from aptune.ablation.plan import deep_merge, load_plan
 from aptune.ablation.runner import run_plan
@@ -223,3 +223,19 @@ def test_a_shipped_recipe_is_the_comparison_run_that_measured_it(config, run):
     shipped = asdict(override_config(load_config(f"configs/smollm2/{config}"), shared))
     del measured["output_dir"], shipped["output_dir"]  # each names its own folder
     assert shipped == measured
+
+
+def test_train_rss_takes_the_teacher_of_a_teacher_from_run_from_the_runs_folder(tmp_path):
+    """benchmarks/train_rss.py measures a run that distils from an earlier run's export (teacher_from) when it is
+    told where that export is, and says what is missing when it is not."""
+    train_rss = load_benchmark("train_rss")
+    plan = load_plan(train_rss.PLAN, train_rss.PROFILE)
+    name = "apt_recovery_wordnet_tuned_teacher"  # teacher_from: {run: lora_recovery, seed: 42}
+    with pytest.raises(SystemExit, match="give --runs-dir"):
+        train_rss.run_config(plan, name)
+    with pytest.raises(SystemExit, match="no export at .*lora_recovery__alpaca__seed42"):
+        train_rss.run_config(plan, name, tmp_path)
+    export = tmp_path / "runs" / "lora_recovery__alpaca__seed42" / "train" / "export"
+    export.mkdir(parents=True)
+    assert train_rss.run_config(plan, name, tmp_path)["recover"]["teacher_model"] == str(export.resolve())
+    assert "teacher_model" not in train_rss.run_config(plan, "lora").get("recover", {})

@@ -85,3 +85,32 @@ def test_several_seeds_give_means_intervals_and_pairs_with_lora(three_seeds, tmp
         lines = list(csv.DictReader(f))
     assert sorted((r["run"], r["seed"]) for r in lines) == sorted(
         [(n, str(s)) for n in ("lora", "apt") for s in SHIFT] + [("base", "42")])
+
+
+def test_a_run_is_charged_once_for_each_earlier_run_it_starts_from_or_distils_from():
+    """init_from's run (same seed) and teacher_from's (its own seed) add their steps and times; a run named by both
+    is charged once; peak memory is the highest; an earlier run absent from the folder is not charged."""
+    from aptune.ablation.compare_report import run_row
+
+    load = lambda name: json.loads((COMMITTED / f"{name}__alpaca__seed42.json").read_text())  # noqa: E731
+    lora, chained, apt = load("lora"), load("lora_prune"), _seeded(load("apt"), 43, 0.0, 0.0)
+    runs = {"lora": {42: lora}, "lora_prune": {42: chained}, "apt": {43: apt}}
+    steps = lambda r: r["run_info"]["config"]["train"]["steps"]  # noqa: E731
+    both = run_row(chained, runs)
+    assert chained["run_info"]["init_from"] == "lora" and both["charged_for"] == "lora__alpaca__seed42"
+    time = lambda r: r["train_info"]["train_time_s"]  # noqa: E731
+    assert both["train_time_s"] == pytest.approx(time(chained) + time(lora))
+    assert both["tuning_steps"] == steps(chained) + steps(lora)
+    chained["run_info"]["teacher_from"] = {"run": "lora", "seed": None}  # the same run again: charged once
+    assert run_row(chained, runs)["train_time_s"] == both["train_time_s"]
+
+    alone = run_row(apt, runs)
+    assert alone["charged_for"] == "" and alone["train_time_s"] == apt["train_info"]["train_time_s"]
+    apt["run_info"]["teacher_from"] = {"run": "lora", "seed": 42}  # a teacher trained once, at seed 42
+    taught = run_row(apt, runs)
+    assert taught["charged_for"] == "lora__alpaca__seed42"
+    assert taught["process_time_s"] == pytest.approx(apt["train_info"]["process_time_s"]
+                                                     + lora["train_info"]["process_time_s"])
+    assert taught["peak_train_rss"] == max(apt["train_info"]["peak_rss_bytes"], lora["train_info"]["peak_rss_bytes"])
+    apt["run_info"]["teacher_from"] = {"run": "lora", "seed": None}  # lora has no seed 43 here
+    assert run_row(apt, runs)["train_time_s"] == apt["train_info"]["train_time_s"]

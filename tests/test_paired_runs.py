@@ -224,3 +224,26 @@ def test_by_recipe_layout_has_one_row_per_recipe_with_the_tables_numbers(tmp_pat
     assert lines[4].endswith(f"| {full['mean']:.3f} ± {full['half_width']:.3f} ({full['verdict']}) |")
     with pytest.raises(SystemExit, match="no metric 'accuracy'; the runs have: 'held-out loss'"):
         paired_runs.main([*specs[:2], "--by-recipe", "accuracy"])
+
+
+def test_memory_pairs_by_seed_lower_is_better(tmp_path):
+    """A run folder's peak RSS and counted peak (summary.json) pair like the losses: less memory is better."""
+    paired_runs = _module()
+    specs = []
+    for name, extra in (("lora", 0), ("pruned", -200 * 2**20)):
+        runs = []
+        for seed, rss in ((42, 2_900), (43, 2_950), (44, 3_000)):
+            run = Path(_run(tmp_path / f"{name}-{seed}", seed, [2.0]))
+            summary = json.loads((run / "summary.json").read_text())
+            summary.update(peak_rss_bytes=rss * 2**20 + extra + seed * 2**20,
+                           memory={"total_bytes": 1_700 * 2**20 + extra // 2})
+            (run / "summary.json").write_text(json.dumps(summary))
+            runs.append(str(run))
+        specs.append(f"{name}=" + ",".join(runs))
+    out = tmp_path / "memory.json"
+    paired_runs.main([*specs, "--json", str(out)])
+    table = json.loads(out.read_text())["table"]
+    rss = table["peak training RSS (GiB)"]["paired"]["pruned"]
+    assert rss["mean"] == pytest.approx(-200 / 1024) and rss["verdict"] == "better"
+    counted = table["counted training peak (GiB)"]["paired"]["pruned"]
+    assert counted["mean"] == pytest.approx(-100 / 1024) and counted["half_width"] == pytest.approx(0)

@@ -8,8 +8,9 @@ result JSONs carry ``eval_info.downstream``). It writes ``report.md`` (protocol,
 table, the share of ``lora``'s average multiple-choice score each run keeps, greedy answers side by side),
 ``score_vs_latency.png`` and ``runs.csv``.
 
-A run that starts from another's export (``init_from``, e.g. ``lora_prune`` after ``lora``) is charged for
-both: its tuning steps and training time add the earlier run's (of the same seed).
+A run that builds on earlier runs is charged for them: one that starts from another's export (``init_from``,
+e.g. ``lora_prune`` after ``lora``, the same seed) or distils from it (``teacher_from``, that run's seed) adds
+their tuning steps and training time to its own, and its peak training memory is the highest of them all.
 
 Runs with several seeds are shown as the mean over their seeds with the half-width of its 95% t-interval, and
 each run that shares two seeds or more with ``lora`` is compared with it seed by seed (``## Against lora, paired
@@ -48,33 +49,43 @@ def by_variant(results: list[dict]) -> dict[str, dict[int, dict]]:
     return runs
 
 
-def of_seed(runs: dict[str, dict[int, dict]], seed: int) -> dict[str, dict]:
-    """Run name -> result, for the runs that have ``seed``."""
-    return {name: by_seed[seed] for name, by_seed in runs.items() if seed in by_seed}
+def _earlier_runs(result: dict, runs: dict[str, dict[int, dict]]) -> list[dict]:
+    """The finished runs ``result`` builds on, each once, and the runs those build on: its ``init_from`` run (the
+    same seed) and its ``teacher_from`` run (the seed it names, else the same). A run absent from the folder is
+    not charged."""
+    found: dict[str, dict] = {}
+    todo = [result]
+    while todo:
+        info = todo.pop()["run_info"]
+        wanted = [(info["init_from"], info["seed"])] if info.get("init_from") else []
+        if info.get("teacher_from"):
+            teacher = info["teacher_from"]
+            wanted.append((teacher["run"], info["seed"] if teacher.get("seed") is None else teacher["seed"]))
+        for name, seed in wanted:
+            earlier = runs.get(name, {}).get(seed)
+            if earlier is not None and earlier["run_info"]["name"] not in found:
+                found[earlier["run_info"]["name"]] = earlier
+                todo.append(earlier)
+    return list(found.values())
 
 
-def _earlier(result: dict, runs: dict[str, dict]) -> dict | None:
-    name = result["run_info"].get("init_from")
-    return runs.get(name) if name else None
-
-
-def run_row(result: dict, runs: dict[str, dict]) -> dict:
-    """Every number of one run the report shows (None where not measured)."""
+def run_row(result: dict, runs: dict[str, dict[int, dict]]) -> dict:
+    """Every number of one run the report shows (None where not measured); ``runs``: name -> seed -> result."""
     info, train, inf, ev = result["run_info"], result["train_info"], result["inference_info"], result["eval_info"]
-    config = info["config"]
-    earlier = _earlier(result, runs)
+    charged = [result, *_earlier_runs(result, runs)]
     step_times = [s["step_time"] for s in train["steps"] if s.get("step_time") is not None]
     row = {
         "run": info["variant"], "role": info["role"], "what": info["what"], "init_from": info.get("init_from"),
+        "charged_for": " ".join(r["run_info"]["name"] for r in charged[1:]),  # text, one CSV cell
         "density": train["density"], "params": inf["params"],
-        "tuning_steps": config["train"]["steps"] + (earlier["run_info"]["config"]["train"]["steps"] if earlier else 0),
+        "tuning_steps": sum(r["run_info"]["config"]["train"]["steps"] for r in charged),
         "heldout_loss": ev["final"]["eval_loss"], "perplexity": ev["final"]["perplexity"],
         "n_heldout": ev["final"].get("n"),
         "s_per_step": statistics.median(step_times) if step_times else None,
-        "train_time_s": train["train_time_s"] + (earlier["train_info"]["train_time_s"] if earlier else 0.0),
+        "train_time_s": sum(r["train_info"]["train_time_s"] for r in charged),
         # the whole `aptune train` process: loading, the calibration batches of a cut before tuning, export
-        "process_time_s": train["process_time_s"] + (earlier["train_info"]["process_time_s"] if earlier else 0.0),
-        "peak_train_rss": max(train["peak_rss_bytes"], earlier["train_info"]["peak_rss_bytes"] if earlier else 0),
+        "process_time_s": sum(r["train_info"]["process_time_s"] for r in charged),
+        "peak_train_rss": max(r["train_info"]["peak_rss_bytes"] for r in charged),
     }
     for task in ev["downstream"]:
         key = task["task"]
@@ -170,8 +181,8 @@ def write_comparison_report(runs_dir: str | Path, out_dir: str | Path | None = N
     all_results = sorted(load_results(runs_dir), key=lambda r: r["run_info"].get("plan_index", 0))
     failed_runs = failed(all_results)
     runs = by_variant(finished(all_results))
-    # one row per run and seed (a chained run adds the earlier run of its own seed), then one per run
-    seed_rows = {name: {seed: run_row(result, of_seed(runs, seed)) for seed, result in by_seed.items()}
+    # one row per run and seed (a run is charged for the earlier runs it builds on), then one per run
+    seed_rows = {name: {seed: run_row(result, runs) for seed, result in by_seed.items()}
                  for name, by_seed in runs.items()}
     rows = {name: mean_row(by_seed) for name, by_seed in seed_rows.items()}
     first = next(iter(next(iter(runs.values())).values())) if runs else None
@@ -307,8 +318,9 @@ def _protocol(result: dict, tasks: list[str], seeds: list[int]) -> list[str]:
         "(√(Σ se²) / tasks).",
         f"- **Cost**: s / step = the median time of the logged training steps; training time = the training loop's "
         f"wall time (evaluations included) / the whole training process's (loading, the calibration batches of a "
-        f"cut before tuning, export); a chained run adds its predecessor's; peak training memory = the peak "
-        f"RSS of the training process. The export is reloaded from disk in a fresh process per measurement "
+        f"cut before tuning, export); a run that starts from or distils from earlier runs' exports adds their "
+        f"steps and times, and its peak training memory is the highest of them all (the peak RSS of each training "
+        f"process). The export is reloaded from disk in a fresh process per measurement "
         f"({inf['device']}, {inf['dtype']}, torch threads: {inf['threads']}): prefill latency = median of "
         f"{inf['repeats']} forward passes over a batch of {batch['batch_size']} x {inf['seq_len']} random tokens "
         f"after {inf['warmup']} warm-up (the language-model head on every position, as in scoring); decoding = "

@@ -185,30 +185,44 @@ def _commands(command: str | dict) -> str:
 
 # ------------------------------------------------------------------------------------------ provenance
 def provenance(all_results: list[dict], n_failed: int) -> list[str]:
-    """Two lines saying where a report's numbers come from: plan, runs, commit, versions, machine."""
-    meta = next(iter(finished(all_results)), all_results[0])["meta_info"]
+    """Two lines saying where a report's numbers come from: plan, runs, commits, versions, machines."""
+    runs = finished(all_results) or all_results
     tasks = sorted({r["run_info"]["task"] for r in all_results})
     seeds = sorted({r["run_info"]["seed"] for r in all_results})
+    commits = _counts(runs, _commit)
+    environments = _counts(runs, _environment)
     return [
         f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(all_results)} result files "
         f"({len(all_results) - n_failed} finished, {n_failed} failed). Plan "
         f"`{all_results[0]['run_info'].get('plan')}`, profile `{all_results[0]['run_info'].get('profile')}`; tasks "
         f"{', '.join(tasks)}; seeds "
         f"{', '.join(map(str, seeds))}.",
-        f"aptune {meta['versions'].get('aptune')} at {_commits(finished(all_results) or all_results)}; torch "
-        f"{meta['versions'].get('torch')}, transformers {meta['versions'].get('transformers')}, Python "
-        f"{meta.get('python')}; {meta.get('cpu')} ({meta.get('cpu_count')} cores)"
-        f"{'; GPUs: ' + ', '.join(meta['gpus']) if meta.get('gpus') else '; no GPU'}.",
+        f"aptune {runs[0]['meta_info']['versions'].get('aptune')} at "
+        + (f"commit {next(iter(commits))}" if len(commits) == 1 else f"commits {_with_counts(commits, ', ')}")
+        + "; " + (next(iter(environments)) if len(environments) == 1 else _with_counts(environments, "; ")) + ".",
     ]
 
 
-def _commits(results: list[dict]) -> str:
-    """The commit(s) the runs were trained at: runs resumed on a later checkout show each commit with its count."""
+def _commit(meta: dict) -> str:
+    return f"`{meta.get('aptune_git_sha')}`" + (" (with uncommitted changes)" if meta.get("aptune_git_dirty") else "")
+
+
+def _environment(meta: dict) -> str:
+    versions = meta.get("versions", {})
+    gpus = meta.get("gpus")
+    return (f"torch {versions.get('torch')}, transformers {versions.get('transformers')}, Python {meta.get('python')}, "
+            f"{meta.get('cpu')} ({meta.get('cpu_count')} cores), {'GPUs: ' + ', '.join(gpus) if gpus else 'no GPU'}")
+
+
+def _counts(results: list[dict], describe) -> dict[str, int]:
+    """How many runs each value of ``describe(meta_info)`` has, in the runs' order: runs resumed on a later checkout,
+    or made on another machine, must not hide behind the first run's."""
     counts: dict[str, int] = {}
     for r in results:
-        m = r["meta_info"]
-        key = f"`{m.get('aptune_git_sha')}`" + (" (with uncommitted changes)" if m.get("aptune_git_dirty") else "")
+        key = describe(r["meta_info"])
         counts[key] = counts.get(key, 0) + 1
-    if len(counts) == 1:
-        return f"commit {next(iter(counts))}"
-    return "commits " + ", ".join(f"{key} ({n} run{'s' if n > 1 else ''})" for key, n in counts.items())
+    return counts
+
+
+def _with_counts(counts: dict[str, int], separator: str) -> str:
+    return separator.join(f"{key} ({n} run{'s' if n > 1 else ''})" for key, n in counts.items())
