@@ -130,7 +130,8 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--allocators: unknown {sorted(unknown)}; choose from {', '.join(SETTINGS)}")
     plan = load_plan(PLAN, PROFILE)
-    configs = {name: run_config(plan, name, args.runs_dir) for name in args.runs.split(",")}  # an unknown name fails before any run
+    # an unknown name, or a missing earlier export, fails before any run
+    configs = {name: run_config(plan, name, args.runs_dir) for name in args.runs.split(",")}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for setting in args.allocators.split(","):  # each setting's runs side by side, the machine's day shared
