@@ -7,6 +7,7 @@ then builds the report. Each run trains and is timed in its own processes, so th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -15,6 +16,7 @@ import yaml
 from aptune.ablation.plan import load_plan, nest
 from aptune.ablation.report import mask_overlap, time_to_score
 from aptune.cli import main
+from aptune.config import load_config
 
 # the style of test_train_loop.TINY_RUN, as a plan profile's overrides
 TINY = {"data.max_length": 32, "data.max_train_samples": 256, "data.max_eval_samples": 64, "train.steps": 24,
@@ -135,6 +137,22 @@ def test_ablate_seeds_replace_the_profiles_and_bad_seeds_are_refused(tmp_path, c
     assert main(["ablate", str(tmp_path / "plan.yaml"), "--seeds", "7,x", "--dry-run"]) == 2
     assert "--seeds takes comma-separated integers (e.g. 42,43,44), got '7,x'" in capsys.readouterr().err
 
+
+
+def test_save_configs_keeps_the_config_each_run_would_train_with(tmp_path, capsys):
+    """``--save-configs DIR`` runs nothing and leaves, per run, the file the runner gives ``aptune train --config``."""
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump({"seeds": [1], "runs": {"a": {"train.lr": 5e-5}, "b": {}}}))
+    runs, saved = tmp_path / "runs", tmp_path / "configs"
+    assert main(["ablate", str(plan_file), "--only", "a", "--seeds", "7", "--runs-dir", str(runs),
+                 "--save-configs", str(saved)]) == 0
+    assert f"aptune train --config {saved}/a__sst2__seed7.yaml" in capsys.readouterr().out
+    assert sorted(p.name for p in saved.iterdir()) == ["a__sst2__seed7.yaml"] and not runs.exists()
+    plan = dataclasses.replace(load_plan(plan_file), seeds=[7])
+    (spec,) = plan.expand(["a"])
+    assert yaml.safe_load((saved / "a__sst2__seed7.yaml").read_text()) == plan.run_config(spec)
+    config = load_config(saved / "a__sst2__seed7.yaml")
+    assert (config.train.lr, config.train.seed) == (5e-5, 7)
 
 def test_time_to_accuracy_and_overlap():
     # the statistics (intervals, paired differences, verdicts) are tested in test_ablation_stats.py

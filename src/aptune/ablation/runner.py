@@ -120,6 +120,13 @@ def _result_skeleton(spec: RunSpec, plan: Plan, run_dir: Path, meta: dict) -> di
     }
 
 
+def run_yaml_text(plan: Plan, spec: RunSpec) -> str:
+    """A run's ``run.yaml``, the config ``aptune train`` gets: the plan's base and the run's overrides, headed by
+    what the run is."""
+    return (f"# {spec.run_id}: {spec.variant.what or spec.variant.name}\n"
+            + yaml.safe_dump(plan.run_config(spec), sort_keys=False))
+
+
 def _train_info(summary: dict, records: list[dict], wall: float) -> dict:
     events = [r for r in records if r.get("event") in ("prune", "eval_at_target")]
     steps = [{k: r.get(k) for k in ("step", "loss", "lr", "mu", "params", "density", "tuning_params", "step_time",
@@ -147,9 +154,7 @@ def run_one(spec: RunSpec, plan: Plan, run_dir: Path, meta: dict) -> dict:
     result = _result_skeleton(spec, plan, run_dir, {**meta, "threads": {"train": None, "inference": None}})
     info = result["run_info"]
     run_yaml = run_dir / "run.yaml"
-    request = plan.run_config(spec)
-    run_yaml.write_text(f"# {spec.run_id}: {spec.variant.what or spec.variant.name}\n"
-                        + yaml.safe_dump(request, sort_keys=False))
+    run_yaml.write_text(run_yaml_text(plan, spec))
     train_dir = run_dir / "train"
     command = [sys.executable, "-m", "aptune", "train", "--no-latency", "--config", str(run_yaml),
                f"output_dir={train_dir}"]

@@ -4,6 +4,8 @@ Every run (variant × task × seed) trains in its own process and its exported m
 one result JSON per run lands in ``RUNS_DIR/results``. When the command is run again, finished runs whose
 overrides are unchanged are skipped (delete ``results/<run>.json`` to redo one, e.g. after editing the base
 config), failed ones are retried. ``aptune report RUNS_DIR`` turns the results into tables and plots.
+``--dry-run`` lists the runs and checks their configs; ``--save-configs DIR`` also keeps each run's config, the
+file the runner hands to ``aptune train --config``, to run one by hand with settings of your own.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", default=None,
                         help="comma-separated seeds to run instead of the profile's (e.g. 42,43,44)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their overrides, run nothing")
+    parser.add_argument("--save-configs", default=None, metavar="DIR",
+                        help="a dry run that also keeps each run's config as DIR/<run>.yaml, the file the runner "
+                             "gives `aptune train --config` (to run one by hand, with settings of your own)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     variants = len(only) if only else len(plan.variants)
     print(f"plan {plan.path} (profile {plan.profile}): {len(specs)} runs = {variants} variants x {len(plan.tasks)} "
           f"tasks x {len(plan.seeds)} seeds -> {runs_dir}")
-    if args.dry_run:
-        return _dry_run(plan, specs, runs_dir)
+    if args.dry_run or args.save_configs:
+        return _dry_run(plan, specs, runs_dir, Path(args.save_configs) if args.save_configs else None)
     results = run_plan(plan, runs_dir, only)
     failed = [r["run_info"]["name"] for r in results if r["run_info"]["status"] != "ok"]
     if failed:
@@ -60,8 +65,9 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
-def _dry_run(plan, specs, runs_dir: Path) -> int:
-    """Print every run's overrides and check that its config loads (what `aptune train` would read first).
+def _dry_run(plan, specs, runs_dir: Path, keep: Path | None = None) -> int:
+    """Print every run's overrides and check that its config loads (what `aptune train` would read first); with
+    ``keep``, the configs stay there as ``<run id>.yaml``.
 
     A run that builds on an earlier one (init_from, teacher_from) is shown with that run's export in ``runs_dir``,
     where the runner will look for it."""
@@ -69,15 +75,17 @@ def _dry_run(plan, specs, runs_dir: Path) -> int:
 
     import yaml
 
-    from aptune.ablation.runner import with_earlier_exports
+    from aptune.ablation.runner import run_yaml_text, with_earlier_exports
     from aptune.config import load_config
 
     bad = 0
     with tempfile.TemporaryDirectory() as tmp:
+        folder = keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         for spec in specs:
             spec.overrides = with_earlier_exports(spec, runs_dir)
-            path = Path(tmp) / f"{spec.run_id}.yaml"
-            path.write_text(yaml.safe_dump(plan.run_config(spec)))
+            path = folder / f"{spec.run_id}.yaml"
+            path.write_text(run_yaml_text(plan, spec))
             try:
                 load_config(path)
                 verdict = "config ok"
@@ -85,4 +93,7 @@ def _dry_run(plan, specs, runs_dir: Path) -> int:
                 verdict, bad = f"config INVALID: {err}", bad + 1
             overrides = yaml.safe_dump(spec.overrides, sort_keys=False, default_flow_style=None).rstrip()
             print(f"- {spec.run_id} ({verdict})\n    " + overrides.replace("\n", "\n    "))
+    if keep and specs:
+        print(f"configs: {keep}/<run>.yaml; run one with aptune train --config {keep}/{specs[0].run_id}.yaml "
+              f"output_dir=...")
     return 1 if bad else 0
