@@ -42,8 +42,8 @@ from pathlib import Path
 
 import yaml
 
-from aptune.ablation.plan import load_plan
-from aptune.ablation.runner import with_earlier_exports
+from aptune.ablation.plan import builds_on, load_plan
+from aptune.ablation.runner import earlier_exports, with_earlier_exports
 from aptune.provenance import meta_info
 
 PLAN, PROFILE, SEED = "configs/smollm2/compare.yaml", "mc500", 42
@@ -62,19 +62,17 @@ def run_config(plan, name: str, runs_dir: Path | None = None) -> dict:
     spec = next((s for s in specs if s.seed == SEED), None)
     if spec is None:
         raise SystemExit(f"no run {name!r} at seed {SEED} in {PLAN} (profile {PROFILE})")
-    earlier = {"init_from": spec.variant.init_from, "teacher_from": (spec.variant.teacher_from or {}).get("run")}
-    earlier = {key: run for key, run in earlier.items() if run}
+    earlier = builds_on(spec.variant.init_from, spec.variant.teacher_from, spec.seed)
     if earlier:
+        runs = ", ".join(f"{run} at seed {seed} ({key})" for key, run, seed in earlier)
         if runs_dir is None:
-            raise SystemExit(f"{name} builds on the export of {earlier}; give --runs-dir, the aptune ablate folder "
+            raise SystemExit(f"{name} builds on the export of {runs}; give --runs-dir, the aptune ablate folder "
                              f"where that run has finished")
-        spec.overrides = with_earlier_exports(spec, runs_dir)
-        exports = [spec.overrides["model"]["name"]] if "init_from" in earlier else []
-        exports += [spec.overrides["recover"]["teacher_model"]] if "teacher_from" in earlier else []
-        missing = [path for path in exports if not Path(path).is_dir()]
+        missing = [str(export) for export in earlier_exports(spec, runs_dir).values() if not export.is_dir()]
         if missing:
-            raise SystemExit(f"{name} builds on {earlier}: no export at {', '.join(missing)}; run it first with "
+            raise SystemExit(f"{name} builds on {runs}: no export at {', '.join(missing)}; run it first with "
                              f"aptune ablate {PLAN} --profile {PROFILE} --runs-dir {runs_dir}")
+        spec.overrides = with_earlier_exports(spec, runs_dir)
     return plan.run_config(spec)
 
 

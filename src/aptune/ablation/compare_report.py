@@ -25,6 +25,7 @@ import re
 import statistics
 from pathlib import Path
 
+from aptune.ablation.plan import builds_on
 from aptune.ablation.plots import pyplot
 from aptune.ablation.results import failed, finished, load_results, provenance, report_folder
 from aptune.ablation.stats import Stat, interval_side
@@ -57,11 +58,7 @@ def _earlier_runs(result: dict, runs: dict[str, dict[int, dict]]) -> list[dict]:
     todo = [result]
     while todo:
         info = todo.pop()["run_info"]
-        wanted = [(info["init_from"], info["seed"])] if info.get("init_from") else []
-        if info.get("teacher_from"):
-            teacher = info["teacher_from"]
-            wanted.append((teacher["run"], info["seed"] if teacher.get("seed") is None else teacher["seed"]))
-        for name, seed in wanted:
+        for _, name, seed in builds_on(info.get("init_from"), info.get("teacher_from"), info["seed"]):
             earlier = runs.get(name, {}).get(seed)
             if earlier is not None and earlier["run_info"]["name"] not in found:
                 found[earlier["run_info"]["name"]] = earlier

@@ -194,6 +194,17 @@ class Plan:
         return {**({"base": str(self.base)} if self.base is not None else {}), **spec.overrides}
 
 
+def builds_on(init_from: str | None, teacher_from: dict | None, seed: int) -> list[tuple[str, str, int]]:
+    """(plan key, earlier run, its seed) for each run a run of ``seed`` builds on: ``init_from``'s at the same seed,
+    ``teacher_from``'s at the seed it names (else the same). The runner reads a variant's two fields, the report
+    a result's ``run_info``, which records them."""
+    earlier = [("init_from", init_from, seed)] if init_from else []
+    if teacher_from:
+        earlier.append(("teacher_from", teacher_from["run"],
+                        seed if teacher_from.get("seed") is None else teacher_from["seed"]))
+    return earlier
+
+
 def nest(patch: dict | None, where: str = "patch") -> dict:
     """Turn a patch with dotted keys and/or nested sections into one nested mapping.
 

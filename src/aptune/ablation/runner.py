@@ -42,7 +42,7 @@ from typing import Callable
 import yaml
 
 from aptune.ablation.metrics import HEADLINE_FRACTION, best_score, time_to_score
-from aptune.ablation.plan import Plan, RunSpec
+from aptune.ablation.plan import Plan, RunSpec, builds_on
 from aptune.config import load_config, override_config
 from aptune.data.files import iter_jsonl
 from aptune.provenance import meta_info
@@ -287,6 +287,12 @@ def _start_from(spec: RunSpec, runs_dir: Path, plan: Plan, meta: dict) -> dict |
     return None
 
 
+def earlier_exports(spec: RunSpec, runs_dir: str | Path) -> dict[str, Path]:
+    """Setting -> the export in ``runs_dir`` it takes, for each run ``spec`` builds on (none: ``{}``); whether the
+    export is there yet is the caller's question."""
+    return {setting: _export_of(runs_dir, earlier) for _, _, earlier, setting in _earlier_runs(spec)}
+
+
 def with_earlier_exports(spec: RunSpec, runs_dir: Path) -> dict:
     """``spec``'s overrides with the exports of the runs it builds on in ``runs_dir`` filled in.
 
@@ -294,10 +300,9 @@ def with_earlier_exports(spec: RunSpec, runs_dir: Path) -> dict:
     go into the run's overrides, so ``run.yaml`` shows where the model and the teacher came from.
     """
     overrides = spec.overrides
-    for _, _, earlier, setting in _earlier_runs(spec):
+    for setting, export in earlier_exports(spec, runs_dir).items():
         section, name = setting.split(".")
-        export = str(_export_of(runs_dir, earlier).resolve())
-        overrides = {**overrides, section: {**overrides.get(section, {}), name: export}}
+        overrides = {**overrides, section: {**overrides.get(section, {}), name: str(export.resolve())}}
     return overrides
 
 
@@ -306,17 +311,13 @@ def _export_of(runs_dir: str | Path, run_id: str) -> Path:
     return Path(runs_dir) / "runs" / run_id / "train" / "export"
 
 
+_FILLS = {"init_from": "model.name", "teacher_from": "recover.teacher_model"}  # the setting each plan key fills
+
+
 def _earlier_runs(spec: RunSpec) -> list[tuple[str, str, str, str]]:
     """(plan key, variant, run id, setting it fills) for each run ``spec`` builds on: init_from, teacher_from."""
-    earlier = []
-    if spec.variant.init_from:
-        name = spec.variant.init_from
-        earlier.append(("init_from", name, f"{name}__{spec.task}__seed{spec.seed}", "model.name"))
-    if spec.variant.teacher_from:
-        name, seed = spec.variant.teacher_from["run"], spec.variant.teacher_from["seed"]
-        run_id = f"{name}__{spec.task}__seed{spec.seed if seed is None else seed}"
-        earlier.append(("teacher_from", name, run_id, "recover.teacher_model"))
-    return earlier
+    return [(key, name, f"{name}__{spec.task}__seed{seed}", _FILLS[key])
+            for key, name, seed in builds_on(spec.variant.init_from, spec.variant.teacher_from, spec.seed)]
 
 
 def _finished(previous: dict | None, spec: RunSpec) -> bool:
