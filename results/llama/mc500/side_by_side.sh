@@ -1,8 +1,8 @@
 #!/bin/bash
-# Issue 13, profile mc500: every export of the plan timed side by side in one process (aptune bench, models
+# Profile mc500 of configs/smollm2/compare.yaml: every export of the plan timed side by side in one process (aptune bench, models
 # interleaved pass by pass), after the runs and alone on the machine. The runs folder defaults to runs/mc500;
 # the table goes to stdout (side_by_side.md here), the numbers to $OUT (default $RUNS/side_by_side_all_b8.json;
-# side_by_side.json here). Ran at 790257e with RUNS=/work/main/runs/mc500 and the defaults below.
+# side_by_side.json here). Ran at 790257e with RUNS=runs/mc500 (as an absolute path) and the defaults below.
 # VARIANTS names the runs to time; REFERENCE (NAME=MODEL), when set, comes first and is the ratios' reference
 # (otherwise the first export found is). RUNS may name several runs folders (space-separated): each run's export
 # is taken from the first folder that has it, and OUT's default is in the first.
