@@ -18,6 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_PLACEHOLDER = "<!-- aptune:config-reference -->"
 CLI_PLACEHOLDER = "<!-- aptune:cli-reference -->"
+# Sphinx roles in docstrings (":class:`APT`"), which mkdocstrings renders as text before the code span
+SPHINX_ROLE = re.compile(r":(?:py:)?(?:class|meth|func|mod|attr|data|obj|exc):(?=<code>)")
 
 # The order of the config sections on the page; a section the schema adds later goes at the end.
 SECTIONS = ("model", "data", "adapter", "prune", "rank", "distill", "recover", "train", "export")
@@ -240,3 +242,8 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     if CLI_PLACEHOLDER in markdown:
         markdown = markdown.replace(CLI_PLACEHOLDER, cli_reference_markdown())
     return markdown
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    """Drop the Sphinx role prefixes the docstrings carry, keeping the code span they introduce."""
+    return SPHINX_ROLE.sub("", html)
