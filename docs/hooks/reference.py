@@ -9,7 +9,6 @@ pages cannot drift from the code. ``tests/test_docs.py`` calls the two functions
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import re
 import sys
@@ -74,73 +73,9 @@ def _yaml_value(value) -> str:
 
 def _describe_keys():
     _import_path()
-    from aptune import config
+    from aptune.config import describe_keys
 
-    describe = getattr(config, "describe_keys", None)
-    if describe is None:  # older aptune without describe_keys(): build the same entries here
-        return _describe_keys_standin(config)
-    return list(describe())
-
-
-def _describe_keys_standin(config):
-    """What ``describe_keys()`` returns, derived from the dataclass fields and ``_RULES`` (a fallback for a
-    tree that does not have ``describe_keys()`` yet)."""
-    import inspect
-    import re
-    from types import SimpleNamespace
-    from typing import get_args, get_origin, get_type_hints
-
-    def type_name(hint) -> str:
-        if get_origin(hint) is list:
-            return f"list[{type_name(get_args(hint)[0])}]"
-        args = get_args(hint)
-        if args:
-            return " | ".join("null" if a is type(None) else type_name(a) for a in args)
-        return getattr(hint, "__name__", str(hint))
-
-    def comments(cls) -> dict:
-        """Field name -> the comment on its line, or the comment lines just above it, or its docstring entry."""
-        found = {}
-        doc = inspect.getdoc(cls) or ""
-        for match in re.finditer(r"^\s{4}(\w+): (.+(?:\n\s{8,}.+)*)", doc, re.M):
-            found[match.group(1)] = " ".join(match.group(2).split())
-        try:
-            lines = inspect.getsource(cls).splitlines()
-        except OSError:
-            return found
-        above = []
-        for line in lines:
-            stripped = line.strip()
-            if stripped.startswith("#"):
-                above.append(stripped.lstrip("# "))
-                continue
-            match = re.match(r"(\w+)\s*:\s*[^=]+(?:=.*)?$", stripped)
-            if match and not stripped.startswith(("def ", "class ")):
-                name = match.group(1)
-                if "  # " in line:
-                    found[name] = line.split("  # ", 1)[1].strip()
-                elif above:
-                    found[name] = " ".join(above)
-            above = []
-        return found
-
-    entries = []
-
-    def walk(cls, prefix: str) -> None:
-        hints = get_type_hints(cls)
-        notes = comments(cls)
-        for f in dataclasses.fields(cls):
-            key = f"{prefix}{f.name}"
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            if dataclasses.is_dataclass(default):
-                walk(type(default), f"{key}.")
-                continue
-            rule = config._RULES.get(key)
-            entries.append(SimpleNamespace(key=key, type=type_name(hints[f.name]), default=default,
-                                           allowed=rule[0] if rule else "", help=notes.get(f.name, "")))
-
-    walk(config.RunConfig, "")
-    return entries
+    return list(describe_keys())
 
 
 def config_reference_markdown() -> str:
