@@ -1,6 +1,5 @@
 """What a cut before tuning costs, before any recovery: the held-out loss of the model cut to the configured
-density from one calibration, for several layer floors (``prune.layer_floor``), head floors (``prune.head_floor``)
-and calibration sizes (issue 13).
+density from one calibration, for several layer floors (``prune.layer_floor``) and calibration sizes (issue 13).
 
 The calibration batches are the ones ``aptune train`` draws (same loader, same seed). The keep sets are applied as
 binary masks, which compute exactly what the physically cut model computes (tests/test_core_invariants.py), so
@@ -8,8 +7,8 @@ one loaded model serves every variant.
 
     python benchmarks/cut_loss.py --config configs/smollm2/alpaca_qv.yaml model.dtype=float32 \\
         --floors 0 0.5 0.6 0.7 --json results/llama/recovery/cut_loss.json
-    python benchmarks/cut_loss.py --config configs/smollm2/alpaca_wordnet.yaml model.dtype=float32 \\
-        --floors 0.5 0.55 0.6 --head-floors none 1 --json results/llama/recovery/head_floor/cut_loss.json
+    python benchmarks/cut_loss.py --config configs/smollm2/alpaca.yaml model.dtype=float32 train.seed=42 \\
+        --floors 0.6 --calibration 4 8 16 32 64 --json results/llama/recovery/calibration_count/seed42.json
 """
 
 from __future__ import annotations
@@ -47,13 +46,12 @@ def heldout_loss(apt: APT, task) -> float:
     return loss
 
 
-def cut_and_score(apt: APT, task, scores: dict, prune, floor: float, refit_batches: list | None = None,
-                  head_floor: float | None = None) -> dict:
-    """Held-out loss with the keep set of ``scores`` (``prune``'s density and rounding, ``floor``, ``head_floor``)
-    applied as masks, and with ``refit_batches`` also after refitting the cut's writers on them (``prune.refit``);
-    the masks and weights are reset afterwards."""
+def cut_and_score(apt: APT, task, scores: dict, prune, floor: float, refit_batches: list | None = None) -> dict:
+    """Held-out loss with the keep set of ``scores`` (``prune``'s density and rounding, ``floor``) applied as masks,
+    and with ``refit_batches`` also after refitting the cut's writers on them (``prune.refit``); the masks and
+    weights are reset afterwards."""
     state = apt.model.state
-    protect = layer_floor(scores, state, floor, prune.round_to, head_floor)
+    protect = layer_floor(scores, state, floor, prune.round_to)
     keep = search_keep_set(scores, state, apt.model.counter, int(prune.density * apt.model.original_params),
                            protect=protect, round_to=prune.round_to)
     untouched = {"heads": dict(state.heads), "ffn": dict(state.ffn), "hidden": state.hidden}
@@ -78,17 +76,11 @@ def cut_and_score(apt: APT, task, scores: dict, prune, floor: float, refit_batch
             "layers_without_heads": sum(1 for n in kept["heads"].values() if n == 0), **extra}
 
 
-def _head_floor(text: str) -> float | None:
-    return None if text.lower() == "none" else float(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("overrides", nargs="*", help="key=value, as for aptune train")
     parser.add_argument("--floors", type=float, nargs="+", default=[0.0, 0.5])
-    parser.add_argument("--head-floors", type=_head_floor, nargs="+", default=[None],
-                        help="KV-group floors to try with every layer floor ('none': the layer floor's; 1: keep all)")
     parser.add_argument("--calibration", type=int, nargs="+", default=None,
                         help="numbers of calibration batches (default: the config's prune.calibration_batches)")
     parser.add_argument("--refit", action="store_true",
@@ -114,11 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     refit_batches = ([b for _, b in zip(range(config.prune.calibration_batches), batches)] if args.refit else None)
     rows = [{"variant": "dense", "eval_loss": heldout_loss(apt, task), "density": 1.0}]
     print(f"dense: held-out loss {rows[0]['eval_loss']:.4f}", flush=True)
-    for count, floor, head_floor in ((c, f, h) for c in counts for f in args.floors for h in args.head_floors):
-        heads = "" if head_floor is None else f", head floor {head_floor}"
-        row = {"variant": f"calibration {count}, floor {floor}{heads}", "calibration_batches": count,
-               "layer_floor": floor, "head_floor": head_floor,
-               **cut_and_score(apt, task, snapshots[count], config.prune, floor, refit_batches, head_floor)}
+    for count, floor in ((c, f) for c in counts for f in args.floors):
+        row = {"variant": f"calibration {count}, floor {floor}", "calibration_batches": count, "layer_floor": floor,
+               **cut_and_score(apt, task, snapshots[count], config.prune, floor, refit_batches)}
         rows.append(row)
         print(f"{row['variant']}: held-out loss {row['eval_loss']:.4f} (FFN widths {row['ffn_min']}-"
               f"{row['ffn_max']}, layers without heads {row['layers_without_heads']})"

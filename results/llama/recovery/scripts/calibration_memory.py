@@ -1,3 +1,4 @@
+# Historical record (was benchmarks/calibration_memory.py): run it at commit 78be17c, where it ran as it stands.
 """The calibration passes of a cut before tuning, frozen (``APT.calibrate``) against the same passes with
 trainable adapters (as they ran before calibrate froze them), on a real model: are the salience scores the same to
 the bit, and how many bytes does autograd keep for backward in each pass (issue 13: what sets the training peak of

@@ -1,3 +1,4 @@
+# Historical record (was benchmarks/science_calibration.py): run it at commit 78be17c, where it ran as it stands.
 """Write science question-answer records for ``prune.calibration_file`` (issue 13: how the calibration batches
 are chosen), from the training splits of the shared data that no evaluation reads.
 
