@@ -233,3 +233,20 @@ def test_pruning_accuracy_of_a_cut_before_tuning_is_the_step_0_evaluation_or_non
     assert run_metrics(result(True, 10), [])["pruning_acc"] is None
     assert pruning_accuracy(result(False, 10)) == pytest.approx(0.75)  # a scheduled cut reaches its density there
     assert pruning_accuracy(_result("lora", 1, 0.8, 100.0, prune=False)) is None
+
+
+def test_the_report_names_no_absolute_path_of_its_runs_folder(tmp_path):
+    """The side-by-side command the runner records (this machine's interpreter, exports and JSON in the runs
+    folder) prints as ``python`` and ``RUNS/...``; the title names the folder, not the machine's path to it."""
+    runs = str((tmp_path / "runs").resolve())
+    results = _plan_results()
+    for r in results:
+        r["run_info"]["run_dir"] = f"{runs}/runs/{r['run_info']['name']}"
+        r["inference_info"]["side_by_side"]["command"] = {
+            "2": f"/root/.pyenv/versions/3.11.7/bin/python -m aptune bench apt__sst2__seed1={runs}/runs/"
+                 f"apt__sst2__seed1/train/export --json {runs}/side_by_side_sst2_b2.json"}
+    report = _write(tmp_path, results)
+    assert runs not in report and str(tmp_path) not in report and "/root/" not in report
+    assert ("`python -m aptune bench apt__sst2__seed1=RUNS/runs/apt__sst2__seed1/train/export "
+            "--json RUNS/side_by_side_sst2_b2.json`") in report
+    assert report.splitlines()[0] == "# Ablation report: `runs`"

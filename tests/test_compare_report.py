@@ -114,3 +114,32 @@ def test_a_run_is_charged_once_for_each_earlier_run_it_starts_from_or_distils_fr
     assert taught["peak_train_rss"] == max(apt["train_info"]["peak_rss_bytes"], lora["train_info"]["peak_rss_bytes"])
     apt["run_info"]["teacher_from"] = {"run": "lora", "seed": None}  # lora has no seed 43 here
     assert run_row(apt, runs)["train_time_s"] == apt["train_info"]["train_time_s"]
+
+
+def test_the_report_names_no_absolute_path_of_a_runs_folder_or_checkout(three_seeds, tmp_path):
+    """Commands as the runner records them (absolute paths of this machine's runs folder and interpreter, a
+    result copied from a runs folder elsewhere, a prompts file of another checkout) print relative: ``RUNS/``
+    for the runs folder each run ran in, ``python``, checkout paths from the repository's own folders."""
+    here = str(three_seeds.resolve())
+    elsewhere = "/work/other-checkout/runs/ablations/old"
+    for path in (three_seeds / "results").glob("*.json"):
+        result = json.loads(path.read_text())
+        info = result["run_info"]
+        runs = elsewhere if info["name"].startswith("base__") else here
+        run_dir = f"{runs}/runs/{info['name']}"
+        info["run_dir"] = run_dir
+        info["command"] = (f"/root/.pyenv/versions/3.11.7/bin/python3.11 -m aptune train --no-latency --config "
+                           f"{run_dir}/run.yaml output_dir={run_dir}/train")
+        info["inference_command"] = [f"/usr/bin/python3 -m aptune.ablation.inference {run_dir}/train/export --out "
+                                     f"{run_dir}/inference_b8.json"]
+        info["downstream_command"] = (f"/root/.pyenv/versions/3.11.7/bin/python3.11 -m aptune eval --model "
+                                      f"{run_dir}/train/export --prompts /work/wt-mc500/configs/smollm2/prompts.txt")
+        path.write_text(json.dumps(result))
+    report = write_comparison_report(three_seeds, tmp_path / "out").read_text()
+
+    assert here not in report and elsewhere not in report and str(tmp_path) not in report
+    assert "/root/" not in report and "/usr/bin" not in report and "/work/" not in report
+    assert ("python -m aptune train --no-latency --config RUNS/runs/apt__alpaca__seed42/run.yaml "
+            "output_dir=RUNS/runs/apt__alpaca__seed42/train") in report
+    assert "--model RUNS/runs/base__alpaca__seed42/train/export --prompts configs/smollm2/prompts.txt" in report
+    assert report.splitlines()[0] == f"# Comparison report: `{three_seeds.name}`"  # outside the current folder

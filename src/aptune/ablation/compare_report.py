@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 import statistics
 from pathlib import Path
 
+from aptune.ablation.paths import portable, runs_folders, shown_folder
 from aptune.ablation.plan import builds_on
 from aptune.ablation.plots import pyplot
 from aptune.ablation.results import failed, finished, load_results, provenance, report_folder
@@ -185,7 +185,7 @@ def write_comparison_report(runs_dir: str | Path, out_dir: str | Path | None = N
     first = next(iter(next(iter(runs.values())).values())) if runs else None
     tasks = [t["task"] for t in first["eval_info"]["downstream"]] if first else []
 
-    lines = [f"# Comparison report: `{runs_dir}`", "", *provenance(all_results, len(failed_runs)), ""]
+    lines = [f"# Comparison report: `{shown_folder(runs_dir)}`", "", *provenance(all_results, len(failed_runs)), ""]
     if runs:
         seeds = sorted({seed for by_seed in runs.values() for seed in by_seed})
         lines += _protocol(first, tasks, seeds)
@@ -388,20 +388,18 @@ def _generations(runs: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _short(command: str, runs_dir: Path) -> str:
-    """A runner command as a reader would type it: ``python`` for the interpreter, paths under the runs folder."""
-    command = re.sub(r"^\S*python[\d.]*(?=\s)", "python", command)
-    return command.replace(str(runs_dir.resolve()) + "/", "RUNS/").replace(str(runs_dir) + "/", "RUNS/")
-
-
 def _runs_section(runs: dict[str, dict], runs_dir: Path) -> list[str]:
-    lines = ["## Commands", "", f"Each run's own commands, as the runner ran them (`RUNS` = `{runs_dir}`):", ""]
+    """Each run's commands as a reader types them (``aptune.ablation.paths``): ``python`` for the interpreter,
+    ``RUNS/`` for the runs folder the run ran in, checkout paths relative to the repository."""
+    lines = ["## Commands", "", f"Each run's own commands, as the runner ran them (`RUNS`: the runs folder the run "
+             f"ran in, `{shown_folder(runs_dir)}` for this report's runs; `python`: the runner's interpreter):", ""]
     for name, result in runs.items():
         info = result["run_info"]
-        lines += [f"- `{name}` ({info['what']}):", f"  - train: `{_short(info['command'], runs_dir)}`"]
-        lines += [f"  - time: `{_short(c, runs_dir)}`" for c in info.get("inference_command") or []]
+        folders = runs_folders([result], runs_dir)
+        lines += [f"- `{name}` ({info['what']}):", f"  - train: `{portable(info['command'], folders)}`"]
+        lines += [f"  - time: `{portable(c, folders)}`" for c in info.get("inference_command") or []]
         if info.get("downstream_command"):
-            lines.append(f"  - evaluate: `{_short(info['downstream_command'], runs_dir)}`")
+            lines.append(f"  - evaluate: `{portable(info['downstream_command'], folders)}`")
     return lines + [""]
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from aptune.ablation.catalogue import Metric, metric_catalogue, tradeoff_rows
 from aptune.ablation.metrics import HEADLINE_FRACTION, mask_overlap, reference_score, run_metrics, time_to_score
+from aptune.ablation.paths import shown_folder
 from aptune.ablation.plots import plot_convergence, plot_kept_structure, plot_ranks, plot_tradeoff
 from aptune.ablation.protocol import protocol_section
 from aptune.ablation.readings import reading
@@ -51,7 +52,7 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     inference = next((r["inference_info"] for r in results if r.get("inference_info")), None) or {}
     sources = measurement_sources(all_results)
     catalogue = metric_catalogue(sources)
-    lines = [f"# Ablation report: `{runs_dir}`", "", *provenance(all_results, len(failed_runs)), "",
+    lines = [f"# Ablation report: `{shown_folder(runs_dir)}`", "", *provenance(all_results, len(failed_runs)), "",
              *protocol_section(inference, sources)]
     if failed_runs:
         lines += failed_runs_table(failed_runs)

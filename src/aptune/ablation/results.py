@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from aptune.ablation.paths import portable, runs_folders
+
 
 # ------------------------------------------------------------------------------------------ loading
 def load_results(runs_dir: str | Path) -> list[dict]:
@@ -169,18 +171,20 @@ def measurement_sources(results: list[dict]) -> Sources:
     return Sources(
         batch_sizes=tuple(sorted(batches)) or Sources.batch_sizes,
         side_by_side=bool(timed_together),
-        side_by_side_command=next((_commands(t["command"]) for t in timed_together if t.get("command")), None),
+        side_by_side_command=next((_commands(t["command"], runs_folders(done)) for t in timed_together
+                                   if t.get("command")), None),
         model_memory=any(model_memory_by_batch(inf) for inf in inference),
         train_memory=any((r["train_info"].get("memory") or {}).get("total_bytes") is not None for r in done),
         runner_time_to_accuracy=any(r["train_info"].get("accuracy_target") is not None for r in done),
     )
 
 
-def _commands(command: str | dict) -> str:
-    """A command, or one per batch size (``{"32": "...", "128": "..."}``), as one line of text."""
+def _commands(command: str | dict, folders: list[str]) -> str:
+    """A command, or one per batch size (``{"32": "...", "128": "..."}``), as one line of text, its paths as a
+    reader types them (``aptune.ablation.paths``: ``python``, ``RUNS/`` for ``folders``)."""
     if isinstance(command, dict):
-        return "; ".join(f"batch {batch}: `{text}`" for batch, text in command.items())
-    return f"`{command}`"
+        return "; ".join(f"batch {batch}: `{portable(text, folders)}`" for batch, text in command.items())
+    return f"`{portable(command, folders)}`"
 
 
 # ------------------------------------------------------------------------------------------ provenance
