@@ -72,7 +72,8 @@ def _training_memory_here(sources: Sources) -> str:
 
 def _timing_here(sources: Sources, settings: dict) -> str:
     if sources.side_by_side:
-        command = f" ({sources.side_by_side_command})" if sources.side_by_side_command else ""
+        command = (f" ({sources.side_by_side_command}; `RUNS` = the runs folder)" if sources.side_by_side_command
+                   else "")
         return ("Latency, p90 and throughput (rows marked *side by side*): every export of the plan reloaded in one "
                 f"process and timed there, the exports interleaved{command}, so that a slow phase of the machine "
                 "falls on all of them alike; median and p90 after warm-up, throughput = batch / median. A run "
