@@ -1,6 +1,6 @@
 """A layer floor (``prune.layer_floor``): every layer keeps at least that fraction of its KV groups and FFN
 neurons, the most salient ones, within the same budget, through a cut before tuning too; the config checks its
-range. A head floor (``prune.head_floor``) gives the KV groups a floor of their own."""
+range."""
 
 from __future__ import annotations
 
@@ -98,45 +98,6 @@ def test_a_cut_before_tuning_respects_the_floor_and_the_config_checks_its_range(
         load_config(None, ["prune.layer_floor=1.0"])
 
 
-def test_a_head_floor_of_one_keeps_every_kv_group_and_the_cut_falls_on_the_ffns():
-    apt = APTModel(tiny_llama())
-    scores = _scores_starving_one_layer(apt)  # layer 0's groups are the least salient blocks of all
-    budget = int(0.6 * apt.original_params)
-    assert min(m.sum() for m in search_keep_set(scores, apt.state, apt.counter, budget).heads.values()) == 0
-
-    protect = layer_floor(scores, apt.state, 0.3, head_fraction=1.0)
-    keep = search_keep_set(scores, apt.state, apt.counter, budget, protect=protect)
-    assert keep.params <= budget
-    assert all(bool((mask == 1).all()) for mask in keep.heads.values())
-    assert all(mask.sum() >= math.ceil(0.3 * len(mask)) for mask in keep.ffn.values())
-    assert sum(m.sum() for m in keep.ffn.values()) < sum(len(m) for m in keep.ffn.values())  # the FFNs paid
-
-    ffn_only = layer_floor(scores, apt.state, 0.5, head_fraction=0.0)  # the FFN floor alone
-    assert ffn_only.keys() == {f"ffn/{n}" for n in apt.state.ffn}
-    assert layer_floor(scores, apt.state, 0.5, head_fraction=None) == layer_floor(scores, apt.state, 0.5)
-    with pytest.raises(ValueError, match=r"a head floor is a fraction in \[0, 1\]; got 1.5"):
-        layer_floor(scores, apt.state, 0.5, head_fraction=1.5)
-
-
-def test_a_cut_before_tuning_keeps_the_head_floor_and_the_config_checks_its_range():
-    torch.manual_seed(0)
-    model = APTModel(tiny_llama())
-    config = APTConfig(prune=PruneConfig(density=0.5, before_tuning=True, calibration_batches=2, start_step=1,
-                                         num_steps=1, end_fraction=0.5, layer_floor=0.2, head_floor=1.0),
-                       distill=DistillConfig(enabled=False))
-    apt = APT(model, config, total_steps=8)
-    batch = tiny_inputs("llama", batch=2, length=7, seed=1)
-    apt.prune_before_tuning([{**batch, "labels": batch["input_ids"].clone()}] * 2)
-    assert apt.density() <= 0.5
-    kept, original = model.state.kept_sizes(), model.state.original_sizes
-    assert kept["heads"] == original["heads"]
-    assert sum(kept["ffn"].values()) < sum(original["ffn"].values())
-    assert load_config(None, ["prune.head_floor=1.0"]).prune.head_floor == 1.0
-    assert load_config(None, []).prune.head_floor is None
-    with pytest.raises(ValueError, match=r"prune.head_floor must lie in \[0, 1\] \(or null\); got 1.5"):
-        load_config(None, ["prune.head_floor=1.5"])
-
-
 def test_the_cut_loss_benchmark_matches_a_real_cut_before_tuning(tmp_path):
     """benchmarks/cut_loss.py applies keep sets as masks to one model; its row at the config's floor (0.6, the
     default of alpaca.yaml) is the held-out loss of the model ``aptune train`` cuts from the same calibration batches
@@ -168,8 +129,7 @@ def _prune_command(tmp_path, density: str) -> list[str]:
     model_dir = tmp_path / "tiny"
     torch.manual_seed(0)
     tiny_llama().save_pretrained(model_dir)
-    return ["prune", "--model", str(model_dir), "--head", "causal-lm", "--density", density, "--round-to", "1",
-            "--repeats", "1", "--batch-size", "2", "--seq-len", "8"]
+    return ["prune", "--model", str(model_dir), "--head", "causal-lm", "--density", density, "--round-to", "1"]
 
 
 def _exported_widths(command: list[str], out) -> list[tuple[int, int]]:
@@ -189,15 +149,3 @@ def test_aptune_prune_takes_a_layer_floor_and_refuses_one_out_of_range(tmp_path,
     assert any(ffn < floor_ffn or groups < 2 for ffn, groups in unfloored)  # without a floor some layer is thinner
     floored = _exported_widths([*args, "--layer-floor", "0.6"], tmp_path / "floor-0.6")
     assert all(ffn >= floor_ffn and groups == 2 for ffn, groups in floored)
-
-
-def test_aptune_prune_takes_a_head_floor_and_refuses_one_out_of_range(tmp_path, capsys):
-    args = _prune_command(tmp_path, "0.4")
-    assert main([*args, "--head-floor", "1.5", "--output", str(tmp_path / "refused")]) == 2
-    assert "--head-floor must lie in [0, 1] (a fraction of each layer's head groups; 1 keeps them all); got 1.5" in (
-        capsys.readouterr().err)
-
-    assert any(groups < 2 for _, groups in _exported_widths(args, tmp_path / "no-floor"))  # the floor has work to do
-    widths = _exported_widths([*args, "--head-floor", "1"], tmp_path / "all-heads")
-    assert all(groups == 2 for _, groups in widths)
-    assert sum(ffn for ffn, _ in widths) < 48 * len(widths)  # the FFNs paid for the cut

@@ -45,7 +45,7 @@ def test_a_locked_folder_fails_at_once_naming_the_holder(tiny_base, tmp_path):
 
 def test_resume_refuses_a_checkpoint_of_another_config_and_names_the_keys(tiny_base, tmp_path):
     run = tmp_path / "run"
-    assert train(_config(run, tiny_base, "train.checkpoint_every=8", "train.stop_after=16")) == {"stopped_at": 16}
+    assert train(_config(run, tiny_base, "train.checkpoint_every=8"), stop_after=16) == {"stopped_at": 16}
     with pytest.raises(ValueError, match="another config.*train.lr: 0.001 in the checkpoint, 0.002 now"):
         train(_config(run, tiny_base, "train.resume=true", "train.lr=2e-3"))
 
@@ -53,7 +53,7 @@ def test_resume_refuses_a_checkpoint_of_another_config_and_names_the_keys(tiny_b
 def test_a_damaged_checkpoint_is_skipped_for_the_previous_intact_one_and_steps_are_logged_once(tiny_base, tmp_path):
     run = tmp_path / "run"
     reference = train(_config(tmp_path / "whole", tiny_base))
-    train(_config(run, tiny_base, "train.checkpoint_every=8", "train.stop_after=16"))
+    train(_config(run, tiny_base, "train.checkpoint_every=8"), stop_after=16)
     damaged = run / "checkpoints" / "step-0000016" / "model.safetensors"
     damaged.write_bytes(damaged.read_bytes()[:100])  # truncated, as by a full disk or a kill mid-copy
     with pytest.warns(UserWarning, match="step-0000016.*model.safetensors does not match its checksum"):
@@ -64,7 +64,7 @@ def test_a_damaged_checkpoint_is_skipped_for_the_previous_intact_one_and_steps_a
 
 def test_resume_of_a_run_that_left_no_checkpoint_is_refused(tiny_base, tmp_path):
     run = tmp_path / "run"
-    train(_config(run, tiny_base, "train.checkpoint_every=8", "train.stop_after=8"))
+    train(_config(run, tiny_base, "train.checkpoint_every=8"), stop_after=8)
     for folder in (run / "checkpoints").iterdir():
         for file in folder.iterdir():
             file.unlink()

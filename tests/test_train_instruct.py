@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 from helpers import reload_in_new_process, tiny_llama_dir
 
@@ -74,30 +73,3 @@ def _exported_tensors(summary) -> dict:
     return load_file(f"{summary['export']}/model.safetensors")
 
 
-def test_a_calibration_file_chooses_the_cut_as_the_same_records_as_training_data_would(tmp_path):
-    """prune.calibration_file feeds the cut the batches its records would give as the training data (same
-    tokenization, same seeded order), whatever the run trains on; and the cut does follow the records."""
-    base, _ = tiny_llama_dir(tmp_path)
-    records = _records_file(tmp_path / "sums.jsonl", 40)
-    cut_only = [f"model.name={base}", *TINY, "train.steps=0", "prune.before_tuning=true",
-                "prune.calibration_batches=3"]
-    from_file = train(load_config(EXACT, [f"output_dir={tmp_path / 'a'}", *cut_only,
-                                          f"prune.calibration_file={records}"]))
-    as_training = train(load_config(EXACT, [f"output_dir={tmp_path / 'b'}", *cut_only, f"data.train_file={records}",
-                                            f"data.eval_file={records}"]))
-    from_alpaca = train(load_config(EXACT, [f"output_dir={tmp_path / 'c'}", *cut_only]))
-    a, b, c = (_exported_tensors(s) for s in (from_file, as_training, from_alpaca))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert a.keys() != c.keys() or any(a[k].shape != c[k].shape or not torch.equal(a[k], c[k]) for k in a)
-
-
-def test_a_calibration_file_too_small_for_the_cut_is_refused_by_name(tmp_path):
-    base, _ = tiny_llama_dir(tmp_path)
-    records = _records_file(tmp_path / "few.jsonl", 5)
-    config = load_config(EXACT, [f"output_dir={tmp_path / 'run'}", f"model.name={base}", *TINY, "train.steps=0",
-                                 "prune.before_tuning=true", "prune.calibration_batches=3",
-                                 f"prune.calibration_file={records}"])
-    with pytest.raises(ValueError, match=r"prune.calibration_file=.*gives 5 records.*reads 12"):
-        train(config)
-    with pytest.raises(ValueError, match="prune.before_tuning=true"):
-        load_config(EXACT, [f"model.name={base}", "prune.before_tuning=false", f"prune.calibration_file={records}"])

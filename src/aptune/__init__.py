@@ -2,7 +2,7 @@
 
     from aptune import APT, APTConfig, APTModel
     model = APTModel.from_pretrained("minilm", num_labels=2)
-    apt = APT(model, APTConfig(), total_steps=1000)
+    apt = APT(model, APTConfig(), total_steps=1000)   # APTConfig.paper(): with self-distillation, as the paper
 
 The names below load on first use, so ``import aptune`` (and the command line) stays fast.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"
 
 _LAZY = {
     "APT": "aptune.method",
@@ -25,6 +25,7 @@ _LAZY = {
     "RunConfig": "aptune.config",
     "load_config": "aptune.config",
     "DistillConfig": "aptune.distill.self_distill",
+    "RecoveryConfig": "aptune.distill.recovery",
 }
 
 __all__ = ["__version__", *_LAZY]

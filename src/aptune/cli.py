@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("train", "export", "prune", "eval", "generate", "bench", "plan", "ablate", "report")
+COMMANDS = ("train", "export", "prune", "eval", "bench", "plan", "ablate", "report", "configs")
 
 
 def _load_commands():

@@ -17,9 +17,10 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from aptune import configs as shipped_configs
 from aptune.distill.recovery import TEACHERS, RecoveryConfig
 from aptune.distill.self_distill import DistillConfig
-from aptune.model import ADAPTER_ROLES
+from aptune.model import ADAPTER_ROLES, AdapterConfig
 from aptune.models.loading import DTYPES, HEADS
 from aptune.salience import SCORERS
 
@@ -51,21 +52,9 @@ class DataConfig:
     input_field: str = "input"
     output_field: str = "output"
     messages_field: str | None = None  # chat records instead: a list of {role, content}; loss on the last answer
-    # Instruction data: an Alpaca-format file whose outputs replace the training records' (same instruction and
-    # input), e.g. the model's own answers from `aptune generate`; the held-out records keep the data's own.
-    train_responses: str | None = None
     # Instruction data: an Alpaca-format file whose records join the training split only (never the held-out
-    # records), e.g. the dense model's own texts as more recovery data (`aptune generate --documents`).
+    # records), e.g. WordNet's definitions of science words (configs/smollm2/alpaca_wordnet.yaml).
     extra_train_file: str | None = None
-
-
-@dataclass
-class AdapterSection:
-    targets: list[str] = field(default_factory=list)  # empty: the family's default (BERT q,v,up; LLaMA q,v)
-    rank: int = 8
-    scaling: float = 2.0
-    train_head: bool = True
-    train_base: bool = False  # full fine-tuning baseline
 
 
 @dataclass
@@ -81,16 +70,11 @@ class PruneConfig:
     mask_lr: float = 0.01  # soft mask step per training step
     round_to: int = 1  # round kept FFN / hidden sizes down to a multiple of this (faster matmuls)
     layer_floor: float = 0.0  # every layer keeps at least this fraction of its KV groups and FFN neurons; 0: none
-    head_floor: float | None = None  # the KV groups' own floor (None: layer_floor's; 1: attention is never cut)
     before_tuning: bool = False  # one-shot pruning from calibration batches before any tuning
     calibration_batches: int = 16
-    # with before_tuning: instruction records (any data.train_file format, the data's fields) whose batches choose
-    # the cut instead of the training data's, e.g. text of the domain the pruned model must keep (docs/method.md §D3)
-    calibration_file: str | None = None
     # with before_tuning: refit the kept columns of every o / down the cut thins, by least squares on the next
     # calibration_batches batches, so that they write what the dense layer wrote (docs/method.md §D2)
     refit: bool = False
-    refit_damp: float = 0.3  # ridge toward the old weights, as a fraction of the kept inputs' mean Gram diagonal
 
     @property
     def cuts_before_tuning(self) -> bool:
@@ -103,9 +87,6 @@ class RankConfig:
     strategy: str = "salience"  # salience | uniform | none
     budget_ratio: float = 4.0  # tuning parameters at the last pruning step / initial
     max_rank_ratio: float = 8.0  # rank cap / initial rank
-
-
-MAX_MMAP_THRESHOLD = 32 * 2**20  # glibc's ceiling on 64-bit systems (train.mmap_threshold)
 
 
 @dataclass
@@ -121,12 +102,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0: no periodic checkpoints
     resume: bool = False  # continue from the latest checkpoint in output_dir/checkpoints
     overwrite: bool = False  # replace a previous run in output_dir (its files are removed first)
-    stop_after: int | None = None  # stop (as if crashed) after this step's checkpoint; for tests
-    optimizer_reset: bool = False  # True reproduces the paper: AdamW moments dropped at every shape change
     seed: int = 42
     threads: int | None = None
     gradient_checkpointing: bool = False  # recompute each layer's activations in backward (transformers' own)
-    mmap_threshold: int | None = None  # glibc: bytes above which a tensor gets its own mapping (train/allocator.py)
 
 
 @dataclass
@@ -141,17 +119,20 @@ class APTConfig:
     Attributes:
         prune: what to prune, how far and when (density, salience, schedule).
         rank: how the adapters' ranks grow.
-        distill: self-distillation.
-        optimizer_reset: drop every AdamW moment at a shape change (the paper) instead of carrying the
-            survivors' over (aptune's default).
+        distill: self-distillation (off by default; :meth:`paper` turns it on).
         recover: distillation from the unpruned model after a cut before tuning (off by default).
     """
 
     prune: PruneConfig = field(default_factory=PruneConfig)
     rank: RankConfig = field(default_factory=RankConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
-    optimizer_reset: bool = False
     recover: RecoveryConfig = field(default_factory=RecoveryConfig)
+
+    @classmethod
+    def paper(cls) -> "APTConfig":
+        """The paper's full method: aptune's defaults with self-distillation on. The defaults leave it off because
+        it cost accuracy on every budget measured (results/distillation/README.md)."""
+        return cls(distill=DistillConfig(enabled=True))
 
     def validate(self, total_steps: int) -> None:
         """Types and ranges of every value (the keys named as in a run config), and the pruning window
@@ -159,7 +140,6 @@ class APTConfig:
         _check_values(self)
         _check_schedule(total_steps, self.prune)
         _check_refit(self.prune)
-        _check_distill_window(self.distill, self.prune)
         _check_recovery(self.recover, self.prune, self.distill)
 
 
@@ -168,7 +148,7 @@ class RunConfig:
     output_dir: str = "runs/default"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    adapter: AdapterSection = field(default_factory=AdapterSection)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     rank: RankConfig = field(default_factory=RankConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -185,8 +165,6 @@ class RunConfig:
         _check_values(self)
         _check_schedule(self.train.steps, self.prune)
         _check_refit(self.prune)
-        _check_calibration_file(self.prune, self.model.head)
-        _check_distill_window(self.distill, self.prune)
         _check_recovery(self.recover, self.prune, self.distill)
         if self.train.steps == 0 and self.prune.enabled and not self.prune.before_tuning:
             raise ValueError("train.steps=0 (evaluate and export without tuning) cannot prune on a schedule: set "
@@ -194,13 +172,6 @@ class RunConfig:
         if self.data.eval_file and not self.data.train_file:
             raise ValueError(f"data.eval_file={self.data.eval_file!r} needs data.train_file (the training data of "
                              "the same table); GLUE tasks (data.task) bring their own dev set")
-        if self.data.train_responses and self.model.head != "causal-lm":
-            raise ValueError(f"data.train_responses={self.data.train_responses!r} replaces the answers of "
-                             f"instruction data, which needs model.head=causal-lm (got {self.model.head!r})")
-        if self.data.train_responses and self.data.messages_field:
-            raise ValueError(f"data.train_responses={self.data.train_responses!r} replaces the output field of "
-                             f"Alpaca records; chat records (data.messages_field={self.data.messages_field!r}) "
-                             "carry their answer in the conversation: put the new answers there instead")
         if self.data.extra_train_file and self.model.head != "causal-lm":
             raise ValueError(f"data.extra_train_file={self.data.extra_train_file!r} adds instruction records, which "
                              f"needs model.head=causal-lm (got {self.model.head!r})")
@@ -211,7 +182,7 @@ class RunConfig:
     @property
     def method(self) -> APTConfig:
         """The sections the :class:`aptune.APT` object takes (shared, not copied)."""
-        return APTConfig(self.prune, self.rank, self.distill, self.train.optimizer_reset, self.recover)
+        return APTConfig(self.prune, self.rank, self.distill, self.recover)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -262,7 +233,6 @@ _RULES: dict[str, _Rule] = {
     "data.input_field": _NON_EMPTY,
     "data.output_field": _NON_EMPTY,
     "data.messages_field": _NON_EMPTY,
-    "data.train_responses": _NON_EMPTY,
     "data.extra_train_file": _NON_EMPTY,
     "adapter.targets": (f"be a list of {', '.join(ADAPTER_ROLES)}", lambda v: set(v) <= set(ADAPTER_ROLES)),
     "adapter.rank": _AT_LEAST_0,
@@ -276,26 +246,13 @@ _RULES: dict[str, _Rule] = {
     "prune.mask_lr": _IN_0_1_OPEN_CLOSED,
     "prune.round_to": _AT_LEAST_1,
     "prune.layer_floor": _IN_0_1_CLOSED_OPEN,
-    "prune.head_floor": _IN_0_1_CLOSED,
     "prune.calibration_batches": _AT_LEAST_1,
-    "prune.calibration_file": _NON_EMPTY,
-    "prune.refit_damp": _POSITIVE,
     "rank.strategy": _one_of(("salience", "uniform", "none")),
     "rank.budget_ratio": _AT_LEAST_1,
     "rank.max_rank_ratio": _AT_LEAST_1,
-    "distill.temperature": _POSITIVE,
-    "distill.pred_weight": _AT_LEAST_0,
-    "distill.layer_weight": _AT_LEAST_0,
-    "distill.kl_scale": _POSITIVE,
-    "distill.num_blocks": _AT_LEAST_1,
-    "distill.transform_rank": _AT_LEAST_0,
-    "distill.max_mu": _IN_0_1_CLOSED,
-    "distill.teacher": _one_of(("best", "live")),
-    "distill.end_fraction": _IN_0_1_OPEN_CLOSED,
     "recover.teacher": _one_of(TEACHERS),
     "recover.weight": _IN_0_1_CLOSED,
     "recover.temperature": _POSITIVE,
-    "recover.hidden_weight": _AT_LEAST_0,
     "train.steps": _AT_LEAST_0,
     "train.batch_size": _AT_LEAST_1,
     "train.lr": _POSITIVE,
@@ -305,12 +262,98 @@ _RULES: dict[str, _Rule] = {
     "train.eval_every": _AT_LEAST_1,
     "train.log_every": _AT_LEAST_1,
     "train.checkpoint_every": _AT_LEAST_0,
-    "train.stop_after": _AT_LEAST_1,
     "train.seed": _AT_LEAST_0,
     "train.threads": _AT_LEAST_1,
-    "train.mmap_threshold": (f"be 0 to {MAX_MMAP_THRESHOLD} bytes (glibc's largest)",
-                             lambda v: 0 <= v <= MAX_MMAP_THRESHOLD),
 }
+
+
+# One line per key: what a user sets it for. The configuration reference (docs/reference/config.md) is generated
+# from these, the types, defaults and rules above (describe_keys); tests/test_docs.py checks every key has one.
+_HELP: dict[str, str] = {
+    "output_dir": "the run folder: config, metrics, checkpoints, summary and the export go here",
+    "model.name": "the model to start from: a short name (minilm, smollm2-135m), a folder, a .gguf file or a hub id",
+    "model.head": "the task head: sequence-classification (labels or scores) or causal-lm (instruction data)",
+    "model.dtype": "the frozen base's dtype; auto is bfloat16 on a GPU and float32 on CPU (adapters stay float32)",
+    "data.task": "a GLUE task (sst2, mrpc, cola, stsb, rte, ...) or an instruction set (alpaca); data.train_file wins",
+    "data.data_dir": "the only folder the task's files are read from (default: $APTUNE_DATA, shared/data, the hub)",
+    "data.max_length": "tokens per example; longer texts are cut",
+    "data.max_train_samples": "train on the first N shuffled training rows (null: all of them)",
+    "data.max_eval_samples": "evaluate on the first N dev rows (null: all of them)",
+    "data.train_file": "your own training data: CSV, TSV, JSON Lines or Parquet, chosen by the extension",
+    "data.eval_file": "your own dev data with the same columns (null: a seeded 10% of data.train_file is held out)",
+    "data.text_column": "the column holding the text (null: the column named text)",
+    "data.text_pair_column": "the column holding a second text, for pairs such as NLI or paraphrase (null: single texts)",
+    "data.label_column": "the column holding the label (null: the column named label); non-whole numbers mean regression",
+    "data.metric": "the primary dev metric: accuracy, f1, mcc, pearson or spearman (null: chosen by the labels)",
+    "data.instruction_field": "instruction records: the field holding the instruction",
+    "data.input_field": "instruction records: the field holding the optional input",
+    "data.output_field": "instruction records: the field holding the answer that carries the loss",
+    "data.messages_field": "chat records instead: the field holding a list of {role, content}; the last answer carries the loss",
+    "data.extra_train_file": "instruction records that join the training split only, e.g. WordNet's science definitions",
+    "adapter.targets": "the linears that get an adapter (q, k, v, o, up, gate, down); empty: the family's default",
+    "adapter.rank": "each adapter's starting rank (the paper: 8); 0 for full fine-tuning",
+    "adapter.scaling": "the constant s in W + s·B·A (the paper: 2, i.e. alpha 16 at rank 8)",
+    "adapter.train_head": "train the task head (classifier, pooler) along with the adapters",
+    "adapter.train_base": "train every weight: the full fine-tuning baseline",
+    "prune.enabled": "prune at all; false tunes the dense model (ranks still grow)",
+    "prune.density": "the share of the prunable parameters kept at the end",
+    "prune.salience": "how blocks are scored: apt (activation x gradient, outlier-aware), weight_gradient, magnitude, random",
+    "prune.kurtosis": "add the outlier (kurtosis) term to apt salience (null: on for decoders, off for encoders)",
+    "prune.num_steps": "how many pruning steps the density is reached in",
+    "prune.start_step": "the step salience collection starts; the steps before it warm the adapters up",
+    "prune.end_fraction": "the last pruning step, as a fraction of train.steps",
+    "prune.warmup_fraction": "a density plateau after the start, as a fraction of train.steps",
+    "prune.mask_lr": "how far the soft masks move toward the next keep set per step",
+    "prune.round_to": "kept FFN widths and hidden sizes are multiples of this (8 runs much faster than 1)",
+    "prune.layer_floor": "every layer keeps at least this share of its KV groups and FFN neurons (0: no floor)",
+    "prune.before_tuning": "cut once before any tuning, from calibration batches (the paper's large-decoder setting)",
+    "prune.calibration_batches": "with before_tuning: the training batches whose salience chooses the cut",
+    "prune.refit": "with before_tuning: refit each thinned output projection by least squares on calibration batches",
+    "rank.strategy": "how adapter ranks grow: salience (the paper), uniform, or none (fixed ranks)",
+    "rank.budget_ratio": "tuning parameters at the last pruning step, as a multiple of the starting ones",
+    "rank.max_rank_ratio": "no adapter grows past this multiple of its starting rank",
+    "distill.enabled": "self-distillation from a snapshot of the adapters while pruning (the paper's full method)",
+    "recover.teacher": "after a cut before tuning: none, or dense to distil from the model as it was before the cut",
+    "recover.weight": "with recover.teacher=dense: the distillation loss's share of the loss",
+    "recover.temperature": "with recover.teacher=dense: the KL's temperature",
+    "train.steps": "optimizer steps; 0 evaluates and exports the model as loaded",
+    "train.batch_size": "examples per step (per process)",
+    "train.lr": "the AdamW learning rate (linear warm-up, then linear decay)",
+    "train.weight_decay": "AdamW weight decay",
+    "train.warmup_ratio": "the share of the steps the learning rate warms up over",
+    "train.grad_clip": "gradients are clipped to this norm",
+    "train.eval_every": "evaluate on the dev set every N steps (and at the end)",
+    "train.log_every": "write a metrics line (and a plain progress line in a log file) every N steps",
+    "train.checkpoint_every": "write a checkpoint every N steps (0: none), for train.resume",
+    "train.resume": "continue from the newest intact checkpoint in output_dir",
+    "train.overwrite": "replace an earlier run in output_dir (its files are removed first)",
+    "train.seed": "the seed of data order, initialisation and sampling: the same seed gives the same run",
+    "train.threads": "CPU threads for torch (null: torch's default)",
+    "train.gradient_checkpointing": "recompute each layer in the backward pass: less activation memory, more time",
+    "export.dtype": "the export's dtype (null: the base's, model.dtype)",
+}
+
+
+@dataclass(frozen=True)
+class KeyDoc:
+    """One config key as the reference shows it."""
+
+    key: str  # dotted, as in a YAML file or a key=value override
+    type: str  # "float", "int | null", "list of strings", ...
+    default: Any
+    allowed: str  # the rule in words ("lie in (0, 1]"), "" when any value of the type goes
+    help: str
+
+
+def describe_keys() -> list[KeyDoc]:
+    """Every key of a run config with its type, default, allowed values and use, in the order of the sections."""
+    docs = []
+    for key, default, hint in _leaves(_default_run_config()):
+        target = _target_type(hint)
+        kind = {int: "int", float: "float", bool: "bool", str: "string", list: "list of strings"}[target]
+        kind += " | null" if _allows_null(hint) else ""
+        docs.append(KeyDoc(key, kind, default, _RULES[key][0] if key in _RULES else "", _HELP[key]))
+    return docs
 
 
 def _check_values(config: Any) -> None:
@@ -410,25 +453,8 @@ def _check_refit(prune: "PruneConfig") -> None:
                          "and prune.before_tuning=true, or prune.refit=false")
 
 
-def _check_calibration_file(prune: "PruneConfig", head: str) -> None:
-    """Calibration records choose the one cut before tuning; a schedule's cuts read the training batches."""
-    if prune.calibration_file is None:
-        return
-    if not (prune.enabled and prune.before_tuning):
-        raise ValueError(f"prune.calibration_file={prune.calibration_file!r} chooses the one cut before tuning: set "
-                         "prune.enabled=true and prune.before_tuning=true, or drop prune.calibration_file")
-    if head != "causal-lm":
-        raise ValueError(f"prune.calibration_file={prune.calibration_file!r} holds instruction records, which need "
-                         f"model.head=causal-lm (got {head!r})")
-
-
 def _check_recovery(recover: RecoveryConfig, prune: "PruneConfig", distill: DistillConfig) -> None:
-    """Distillation from the unpruned model needs a cut before tuning, and replaces self-distillation; a saved
-    teacher is named exactly when it is used."""
-    if (recover.teacher == "model") != (recover.teacher_model is not None):
-        raise ValueError(f"recover.teacher={recover.teacher} with recover.teacher_model={recover.teacher_model}: a "
-                         "saved teacher takes both, recover.teacher=model and recover.teacher_model=<its folder>; "
-                         "otherwise leave recover.teacher_model unset")
+    """Distillation from the unpruned model needs a cut before tuning, and replaces self-distillation."""
     if not recover.enabled:
         return
     if not (prune.enabled and prune.before_tuning):
@@ -438,14 +464,6 @@ def _check_recovery(recover: RecoveryConfig, prune: "PruneConfig", distill: Dist
     if distill.enabled:
         raise ValueError(f"recover.teacher={recover.teacher} and self-distillation (distill.enabled=true) both add a "
                          "distillation loss; set distill.enabled=false, or recover.teacher=none")
-
-
-def _check_distill_window(distill: DistillConfig, prune: "PruneConfig") -> None:
-    """Distillation through recovery (``distill.end_fraction``) cannot end inside the pruning window."""
-    if distill.end_fraction is not None and distill.end_fraction < prune.end_fraction:
-        raise ValueError(f"distill.end_fraction={distill.end_fraction} would end distillation inside the pruning "
-                         f"window (prune.end_fraction={prune.end_fraction}); set it to at least "
-                         f"{prune.end_fraction}, or null to end it at the last pruning step")
 
 
 # ------------------------------------------------------------------------------- reading and overrides
@@ -513,11 +531,29 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     return float(value) if target is float else value
 
 
+# Keys of aptune before 1.0 that left the product because their studies measured no effect (CHANGELOG.md), with
+# what a config that names one should do instead.
+_REMOVED = {
+    **dict.fromkeys(("distill.temperature", "distill.pred_weight", "distill.layer_weight", "distill.kl_scale",
+                     "distill.num_blocks", "distill.normalize_hidden", "distill.transform_rank", "distill.teacher_masks",
+                     "distill.dense_teacher", "distill.max_mu", "distill.teacher", "distill.end_fraction"),
+                    "the official code's loss and teacher are fixed (results/distillation/README.md); drop the key"),
+    **dict.fromkeys(("data.train_responses", "prune.calibration_file", "prune.head_floor", "recover.teacher_model",
+                     "recover.hidden_weight"), "it measured no effect (results/llama/mc500/README.md); drop the key"),
+    "prune.refit_damp": "the refit's ridge is fixed at 0.3; drop the key",
+    "train.mmap_threshold": "drop the key",
+    "train.optimizer_reset": "AdamW moments are always carried across a cut; drop the key",
+    "train.stop_after": "a test hook, now aptune.train.train(config, stop_after=N); drop the key",
+}
+
+
 def _apply(obj: Any, updates: dict, prefix: str = "") -> None:
     hints = get_type_hints(type(obj))
     names = {f.name for f in dataclasses.fields(obj)}
     for key, value in updates.items():
         path = f"{prefix}{key}"
+        if path in _REMOVED:
+            raise ValueError(f"{path} was removed in aptune 1.0: {_REMOVED[path]}")
         if key not in names:
             raise ValueError(f"unknown config key {path!r}; known keys here: {', '.join(sorted(names))}")
         current = getattr(obj, key)
@@ -544,15 +580,20 @@ def parse_overrides(overrides: list[str]) -> dict:
     return tree
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Defaults <- YAML file (may name a ``base:`` file) <- dotted overrides; validated."""
+def _default_run_config() -> RunConfig:
+    """A run config of the defaults, not yet validated (its schedule is checked once the file and overrides are in)."""
     config = RunConfig.__new__(RunConfig)
     for f in dataclasses.fields(RunConfig):
         setattr(config, f.name, f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults <- YAML file (may name a ``base:`` file) <- dotted overrides; validated. ``path`` is a file or the
+    name of a shipped config (``minilm/sst2``, see :mod:`aptune.configs`)."""
+    config = _default_run_config()
     if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"config file {path} does not exist")
+        path = shipped_configs.resolve(path)
         for layer_path, layer in _yaml_chain(path):
             try:
                 _apply(config, layer)

@@ -31,12 +31,12 @@ from typing import Any, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from aptune.config import APTConfig
-from aptune.distill.recovery import hidden_state_loss, load_teacher, recovery_loss, teacher_outputs
+from aptune.distill.recovery import recovery_loss, teacher_outputs
 from aptune.distill.schedule import DistillSchedule
-from aptune.distill.self_distill import LayerTransform, distill_loss, mixed_loss, snapshot_teacher, teacher_mode
+from aptune.distill.self_distill import (TRANSFORM_RANK, LayerTransform, distill_loss, mixed_loss, snapshot_teacher,
+                                        teacher_mode)
 from aptune.model import APTModel
 from aptune.salience import AdapterImportance, build_scorer
 from aptune.search import KeepSet, layer_floor, search_keep_set
@@ -106,7 +106,6 @@ class PruningEvent:
     tuning_params: int
     reached_target: bool  # the last pruning step: the model now has its target density
     distillation_started: bool  # the teacher was taken for the first time
-    distillation_ended: bool = False  # distillation through recovery ended: masked blocks left the tensors
 
 
 # -------------------------------------------------------------------------------------------- APT
@@ -141,21 +140,12 @@ class APT:
             self.scorer.detach()  # no pruning: its hooks would only cost time (its empty state still checkpoints)
         self.importance = AdapterImportance().attach(model)
         d = self.config.distill
-        self.transform = LayerTransform(model, rank=d.transform_rank) if d.enabled else None
-        self.recovery_teacher = self._recovery_teacher(model)
-        # the teacher's hidden dimensions, as original indices (the structure state tracks the student's)
-        self._teacher_dims = model.state.hidden_index.clone() if self.recovery_teacher is not None else None
+        self.transform = LayerTransform(model, rank=TRANSFORM_RANK) if d.enabled else None
+        # recover.teacher=dense: the model as received, merged and frozen before the cut (docs/method.md §F2)
+        self.recovery_teacher = model.merged_model() if self.config.recover.enabled else None
         self.generator = torch.Generator().manual_seed(seed)
         self._kept_before = model.state.kept_sizes()  # what the previous pruning step left
         self.refit_errors: dict[str, dict[str, float]] = {}  # per writer, after a cut with prune.refit
-
-    def _recovery_teacher(self, model: APTModel) -> nn.Module | None:
-        """What ``recover.teacher`` distils from: the model as received, merged and frozen before the cut
-        (``dense``, docs/method.md §F2), or a saved model (``model``, §F6); None without recovery distillation."""
-        r = self.config.recover
-        if r.teacher == "model":
-            return load_teacher(r.teacher_model, model.model, model.base_dtype)
-        return model.merged_model() if r.enabled else None
 
     # ------------------------------------------------------------------------------------ queries
     @property
@@ -163,25 +153,16 @@ class APT:
         """The step at which the target density is reached (0 without pruning)."""
         return self.schedule.steps[-1] if self.schedule.steps and self.config.prune.enabled else 0
 
-    @property
-    def distill_end(self) -> int:
-        """The step at which distillation ends: the last pruning step, or ``distill.end_fraction`` of the run."""
-        fraction = self.config.distill.end_fraction
-        if fraction is None or not self.config.distill.enabled:
-            return self.last_pruning_step
-        return max(self.last_pruning_step, int(fraction * self.total_steps))
-
     def collecting(self) -> bool:
         """Salience and adapter importance are gathered from the first to the last pruning step."""
         return self.schedule.start <= self.step < (self.schedule.steps[-1] if self.schedule.steps else 0)
 
     def mu(self) -> float:
         """Weight of the distillation loss in this step. Self-distillation runs from the first pruning step (the
-        first teacher) to :attr:`distill_end` (by default the last pruning step); afterwards the model recovers
-        on the task loss alone, as the official code does after its distillation phase."""
-        d = self.config.distill
-        distilling = d.enabled and self.teacher_ready and self.step < self.distill_end
-        return min(d.max_mu, self.mu_schedule.mu(self.step)) if distilling else 0.0
+        first teacher) to the last pruning step; afterwards the model recovers on the task loss alone, as the
+        official code does after its distillation phase."""
+        distilling = self.config.distill.enabled and self.teacher_ready and self.step < self.last_pruning_step
+        return min(1.0, self.mu_schedule.mu(self.step)) if distilling else 0.0
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """What the optimizer updates: the model's trainable tensors, then the distillation transform's."""
@@ -218,44 +199,30 @@ class APT:
             return self._recovery_loss(batch)
         mu = self.mu()
         if mu > 0:
-            d = self.config.distill
-            with torch.no_grad(), teacher_mode(self.model, masks=d.teacher_masks and not d.dense_teacher):
+            # the teacher runs on the unpruned backbone: masked blocks are still in the tensors, the masks off
+            with torch.no_grad(), teacher_mode(self.model, masks=False):
                 teacher_out = self.model(**batch, output_hidden_states=True)
         student_out = self.model(**batch, output_hidden_states=mu > 0)
         loss, parts = _task_loss(student_out, batch), {}
         if mu > 0:
-            dloss, parts = distill_loss(student_out, teacher_out, self.model, self.config.distill, self.transform,
+            dloss, parts = distill_loss(student_out, teacher_out, self.model, self.transform,
                                         self.generator, attention_mask=batch.get("attention_mask"))
             loss = mixed_loss(loss, dloss, mu)
         return APTLoss(loss, student_out, mu, parts)
 
     def _recovery_loss(self, batch: dict[str, torch.Tensor]) -> APTLoss:
-        """w·KL(unpruned teacher ‖ student) + (1−w)·CE on the label positions, plus β·(hidden-state error) with
-        ``recover.hidden_weight`` (docs/method.md §F2)."""
+        """w·KL(unpruned teacher ‖ student) + (1−w)·CE on the label positions (docs/method.md §F2)."""
         r = self.config.recover
         device = next(iter(batch.values())).device
         if next(self.recovery_teacher.parameters()).device != device:  # the loop moved the model after APT(...)
             self.recovery_teacher.to(device)
-        hidden = r.hidden_weight > 0
-        target = teacher_outputs(self.recovery_teacher, batch, hidden_states=hidden)
-        student_out = self.model(**batch, output_hidden_states=hidden)
+        target = teacher_outputs(self.recovery_teacher, batch)
+        student_out = self.model(**batch)
         ce = _task_loss(student_out, batch)
         kd = recovery_loss(student_out.logits, target.logits, batch.get("labels"), r, self.model.is_causal_lm)
         loss = mixed_loss(ce, kd, r.weight)
         parts = {"kd": float(kd.detach()), "ce": float(ce.detach())}
-        if hidden:
-            hd = hidden_state_loss(student_out.hidden_states, target.hidden_states, batch.get("attention_mask"),
-                                   self._kept_teacher_dims())
-            loss = loss + r.hidden_weight * hd
-            parts["hidden"] = float(hd.detach())
         return APTLoss(loss, student_out, r.weight, parts)
-
-    def _kept_teacher_dims(self) -> torch.Tensor | None:
-        """Positions in the teacher's hidden states of the student's surviving dimensions; None when none was cut."""
-        surviving = self.model.state.hidden_index
-        if len(surviving) == len(self._teacher_dims):
-            return None
-        return torch.searchsorted(self._teacher_dims, surviving)
 
     def after_backward(self) -> None:
         """Fold this step's observations into the block salience and the adapter importance.
@@ -280,8 +247,6 @@ class APT:
         self.step += 1
         if self.schedule.is_pruning_step(self.step):
             return self._pruning_step(optimizer)
-        if self.step == self.distill_end and self._cut_deferred():
-            return self._cut_after_distillation(optimizer)
         return None
 
     def report_score(self, score: float, higher_is_better: bool = True) -> bool:
@@ -306,40 +271,21 @@ class APT:
     def _keep_set(self, density: float) -> KeepSet:
         """The most salient blocks within ``density`` of the original parameters (and the layer floor)."""
         p, scores = self.config.prune, self.scorer.scores()
-        protect = layer_floor(scores, self.model.state, p.layer_floor, p.round_to, p.head_floor)  # {} at 0
+        protect = layer_floor(scores, self.model.state, p.layer_floor, p.round_to)  # {} at 0
         return search_keep_set(scores, self.model.state, self.model.counter, int(density * self.model.original_params),
                                protect=protect, round_to=p.round_to)
 
     def _cut_deferred(self) -> bool:
-        """A dense teacher keeps every block in the tensors until distillation ends."""
-        d = self.config.distill
-        return d.enabled and d.dense_teacher and self.config.prune.enabled
+        """The teacher keeps every block in the tensors until distillation ends (the last pruning step)."""
+        return self.config.distill.enabled and self.config.prune.enabled
 
     def _cut_now(self, k: int) -> bool:
-        """Blocks leave the tensors at every pruning step, except under a dense teacher: then at the last one,
-        or at the end of distillation when it continues through recovery."""
-        if not self._cut_deferred():
-            return True
-        return k == self.schedule.num_prunings and self.distill_end == self.last_pruning_step
+        """Blocks leave the tensors at every pruning step, except while distilling: then at the last one."""
+        return not self._cut_deferred() or k == self.schedule.num_prunings
 
     def _surgery(self, optimizer) -> OptimizerSurgery:
-        """Carry (or reset) ``optimizer``'s state across a change of the trainable tensors' shapes."""
-        mode = "reset" if self.config.optimizer_reset else "carry"
-        return OptimizerSurgery(optimizer, self.model, *([self.transform] if self.transform else []), mode=mode)
-
-    def _cut_after_distillation(self, optimizer) -> PruningEvent:
-        """Distillation through recovery is over: the masked blocks leave the tensors (the masks are already
-        binary since the last pruning step, so the model's function does not change)."""
-        with self._surgery(optimizer):
-            self.model.prune()
-            if self.transform is not None:
-                self.transform.sync()
-        self.scorer.reindex()
-        kept = self.model.num_kept_params()
-        n = self.schedule.num_prunings
-        return PruningEvent(self.step, n, n, True, {"heads": 0, "ffn": 0, "hidden": 0}, self.model.ranks(), kept,
-                            kept / self.model.original_params, self.schedule.density_for(n),
-                            tuning_params(self.model), False, False, distillation_ended=True)
+        """Carry ``optimizer``'s state across a change of the trainable tensors' shapes."""
+        return OptimizerSurgery(optimizer, self.model, *([self.transform] if self.transform else []), mode="carry")
 
     def _pruning_step(self, optimizer) -> PruningEvent:
         k = self.schedule.steps.index(self.step) + 1
@@ -365,10 +311,8 @@ class APT:
                             tuning_params(self.model), pruned and k == self.schedule.num_prunings, first_teacher)
 
     def _take_teacher(self) -> None:
-        """The teacher's adapters from now on: a frozen copy of the current ones (a ``live`` teacher keeps none
-        and reads the student's own)."""
-        if self.config.distill.teacher == "best":
-            snapshot_teacher(self.model)
+        """The teacher's adapters from now on: a frozen copy of the current ones."""
+        snapshot_teacher(self.model)
 
     def prune_before_tuning(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, int]:
         """One cut to the target density before any tuning (docs/method.md §D, the paper's large-model
@@ -395,8 +339,7 @@ class APT:
         training = self.model.training
         self.model.eval()
         try:
-            return refit_writers(self.model.family, self.model.state, lambda batch: self.model(**batch), batches,
-                                 self.config.prune.refit_damp)
+            return refit_writers(self.model.family, self.model.state, lambda batch: self.model(**batch), batches)
         finally:
             self.model.train(training)
 

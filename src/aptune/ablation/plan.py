@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from aptune import configs as shipped_configs
+
 # The metric groups of the design's ablation table; a variant's `reports` picks among them.
 METRIC_GROUPS = ("task_performance", "training_time", "training_convergence", "training_memory", "inference_time",
                  "inference_memory", "pruning_accuracy")
@@ -31,7 +33,7 @@ ROLES = ("method", "reference", "ablation")
 _PLAN_KEYS = {"base", "name", "tasks", "seeds", "runs", "profiles", "default_profile", "overrides", "task_overrides",
               "inference", "evaluation", "timeout_s"}
 _PROFILE_KEYS = {"tasks", "seeds", "overrides", "task_overrides", "inference", "evaluation", "timeout_s"}
-_VARIANT_KEYS = {"patch", "role", "what", "group", "reports", "init_from", "teacher_from", "paper"}
+_VARIANT_KEYS = {"patch", "role", "what", "group", "reports", "init_from", "paper"}
 
 
 @dataclass
@@ -115,9 +117,6 @@ class Variant:
         reports: metric groups the report shows (see ``METRIC_GROUPS``).
         init_from: name of an earlier variant whose exported model this one starts from (same task and
             seed), e.g. prune-then-tune after a LoRA run; its training cost counts towards this one's.
-        teacher_from: ``{"run": <earlier variant>, "seed": <int or None>}``: that run's export is this one's
-            distillation teacher (``recover.teacher_model``; the patch sets ``recover.teacher: model``); same task,
-            and the same seed as this run where ``seed`` is None.
         paper: what the paper reports for the same ablation (with its table), shown beside the measured effect.
     """
 
@@ -129,12 +128,11 @@ class Variant:
     reports: list[str] = field(default_factory=lambda: list(METRIC_GROUPS))
     init_from: str | None = None
     paper: str = ""
-    teacher_from: dict | None = None
 
     def as_dict(self) -> dict:
         return {"name": self.name, "patch": self.patch, "role": self.role, "what": self.what,
                 "group": self.group or self.name, "reports": self.reports, "init_from": self.init_from,
-                "teacher_from": self.teacher_from, "paper": self.paper}
+                "paper": self.paper}
 
 
 @dataclass
@@ -196,8 +194,9 @@ class Plan:
 
 def builds_on(init_from: str | None, teacher_from: dict | None, seed: int) -> list[tuple[str, str, int]]:
     """(plan key, earlier run, its seed) for each run a run of ``seed`` builds on: ``init_from``'s at the same seed,
-    ``teacher_from``'s at the seed it names (else the same). The runner reads a variant's two fields, the report
-    a result's ``run_info``, which records them."""
+    ``teacher_from``'s at the seed it names (else the same). The runner reads a variant's ``init_from``; the report
+    a result's ``run_info``, which records both (``teacher_from`` only in results made before aptune 1.0, which
+    distilled from a saved model)."""
     earlier = [("init_from", init_from, seed)] if init_from else []
     if teacher_from:
         earlier.append(("teacher_from", teacher_from["run"],
@@ -257,27 +256,7 @@ def _variant(name: str, entry: Any) -> Variant:
         raise ValueError(f"run {name!r}: role must be one of {', '.join(ROLES)}, got {role!r}")
     patch = nest(entry["patch"], f"runs.{name}.patch")
     return Variant(name, patch, role, str(entry.get("what", "")), entry.get("group"), reports, entry.get("init_from"),
-                   str(entry.get("paper", "")), _teacher_from(name, entry.get("teacher_from"), patch))
-
-
-def _teacher_from(name: str, value, patch: dict) -> dict | None:
-    """``teacher_from: lora`` or ``{run: lora, seed: 42}`` -> ``{"run": ..., "seed": int or None}``."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = {"run": value}
-    if not isinstance(value, dict) or not isinstance(value.get("run"), str) or set(value) - {"run", "seed"}:
-        raise ValueError(f"run {name!r}: teacher_from must be a run name or {{run: <name>, seed: <int>}}, "
-                         f"got {value!r}")
-    seed = value.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValueError(f"run {name!r}: teacher_from's seed must be an integer, got {seed!r}")
-    recover = patch.get("recover", {})
-    # the runner fills in the folder; the kind of teacher stays visible in the patch, as in any run's config
-    if recover.get("teacher") != "model" or "teacher_model" in recover:
-        raise ValueError(f"run {name!r}: with teacher_from, the patch sets recover.teacher: model and leaves "
-                         f"recover.teacher_model out (the runner sets it to {value['run']}'s export)")
-    return {"run": value["run"], "seed": seed}
+                   str(entry.get("paper", "")))
 
 
 def load_plan(path: str | Path, profile: str | None = None) -> Plan:
@@ -287,9 +266,7 @@ def load_plan(path: str | Path, profile: str | None = None) -> Plan:
         FileNotFoundError: the plan or its base config does not exist.
         ValueError: unknown keys, an unknown profile, or malformed runs.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"plan file {path} does not exist")
+    path = shipped_configs.resolve(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -330,8 +307,7 @@ def load_plan(path: str | Path, profile: str | None = None) -> Plan:
     variants = {str(name): _variant(str(name), entry) for name, entry in data["runs"].items()}
     order = list(variants)
     for variant in variants.values():
-        teacher = (variant.teacher_from or {}).get("run")
-        for key, earlier in (("init_from", variant.init_from), ("teacher_from", teacher)):
+        for key, earlier in (("init_from", variant.init_from),):
             if earlier is not None and (earlier not in variants or order.index(earlier) >= order.index(variant.name)):
                 raise ValueError(f"{path}: run {variant.name!r} has {key} {earlier!r}, which must name a run listed "
                                  f"before it; runs: {', '.join(order)}")

@@ -15,9 +15,7 @@ For each run (``aptune.ablation.plan.RunSpec``) the runner
    ``inference_info``, ``eval_info``, ``meta_info``.
 
 A variant with ``init_from: <earlier variant>`` starts from that run's export (its ``model.name`` is set to
-it), e.g. prune-then-tune after LoRA; one with ``teacher_from`` distils from that run's export (its
-``recover.teacher_model``), e.g. a pruned model taught by a dense one tuned on the task. Either fails with a
-clear error when the earlier run has not finished. A run whose result says ``status: ok`` and whose requested
+it), e.g. prune-then-tune after LoRA; it fails with a clear error when the earlier run has not finished. A run whose result says ``status: ok`` and whose requested
 overrides are unchanged (those export paths aside) is skipped on a re-run, also where the exports it used are
 missing;
 a failed run (non-zero exit, time-out) is recorded with the tail of its log and the plan goes on. Numbers
@@ -296,8 +294,8 @@ def earlier_exports(spec: RunSpec, runs_dir: str | Path) -> dict[str, Path]:
 def with_earlier_exports(spec: RunSpec, runs_dir: Path) -> dict:
     """``spec``'s overrides with the exports of the runs it builds on in ``runs_dir`` filled in.
 
-    ``init_from``'s export becomes the run's ``model.name``, ``teacher_from``'s its ``recover.teacher_model``: both
-    go into the run's overrides, so ``run.yaml`` shows where the model and the teacher came from.
+    ``init_from``'s export becomes the run's ``model.name`` in the run's overrides, so ``run.yaml`` shows where the
+    model came from.
     """
     overrides = spec.overrides
     for setting, export in earlier_exports(spec, runs_dir).items():
@@ -311,20 +309,20 @@ def _export_of(runs_dir: str | Path, run_id: str) -> Path:
     return Path(runs_dir) / "runs" / run_id / "train" / "export"
 
 
-_FILLS = {"init_from": "model.name", "teacher_from": "recover.teacher_model"}  # the setting each plan key fills
+_FILLS = {"init_from": "model.name"}  # the setting each plan key fills
 
 
 def _earlier_runs(spec: RunSpec) -> list[tuple[str, str, str, str]]:
-    """(plan key, variant, run id, setting it fills) for each run ``spec`` builds on: init_from, teacher_from."""
+    """(plan key, variant, run id, setting it fills) for each run ``spec`` builds on (its init_from)."""
     return [(key, name, f"{name}__{spec.task}__seed{seed}", _FILLS[key])
-            for key, name, seed in builds_on(spec.variant.init_from, spec.variant.teacher_from, spec.seed)]
+            for key, name, seed in builds_on(spec.variant.init_from, None, spec.seed)]
 
 
 def _finished(previous: dict | None, spec: RunSpec) -> bool:
     """Whether ``previous`` is an ok result of the run ``spec`` requests now.
 
-    A chained run's request holds the paths of the exports it used (``model.name`` for ``init_from``,
-    ``recover.teacher_model`` for ``teacher_from``; set by :func:`_start_from`), folders of the machine that ran
+    A chained run's request holds the path of the export it used (``model.name`` for ``init_from``, set by
+    :func:`with_earlier_exports`), folders of the machine that ran
     it; the comparison leaves those paths out, so a result copied from another machine, or from another runs
     folder, still counts as finished.
     """

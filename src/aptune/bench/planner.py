@@ -28,6 +28,7 @@ import torch
 
 from aptune.bench.memory import TrainingMemory, peak_forward_bytes
 from aptune.config import APTConfig
+from aptune.distill.self_distill import TEACHER_BLOCKS, TRANSFORM_RANK
 from aptune.method import APT
 from aptune.model import AdapterConfig, APTModel
 from aptune.models.loading import auto_class
@@ -47,9 +48,7 @@ class PlanSettings:
     rank: int = 8  # adapter.rank
     targets: list[str] = field(default_factory=list)  # adapter.targets; empty: the family's default
     budget_ratio: float = 4.0  # rank.budget_ratio
-    distill: bool = True  # distill.enabled
-    distill_blocks: int = 4  # distill.num_blocks
-    transform_rank: int = 8  # distill.transform_rank
+    distill: bool = False  # distill.enabled
     recover_teacher: bool = False  # recover.teacher=dense (after prune.before_tuning; excludes distill)
     gradient_checkpointing: bool = False  # train.gradient_checkpointing
     device: str = "cpu"  # cpu | cuda: which attention kernel and dropout masks to expect
@@ -272,8 +271,8 @@ def _teacher_bytes(arch: Architecture, settings: PlanSettings, adapters: int, to
     the base dtype, a float32 LoRA with its gradients and AdamW moments) and what the distilled layers' loss
     keeps per token (the transform's input and the squared difference); for token logits also the KL's
     log-probabilities."""
-    transform = arch.hidden * arch.hidden * BYTES[settings.dtype] + 16 * 2 * arch.hidden * settings.transform_rank
-    per_token = 2 * settings.distill_blocks * arch.hidden * BYTES[settings.dtype]
+    transform = arch.hidden * arch.hidden * BYTES[settings.dtype] + 16 * 2 * arch.hidden * TRANSFORM_RANK
+    per_token = 2 * TEACHER_BLOCKS * arch.hidden * BYTES[settings.dtype]
     if arch.head == "causal-lm":
         per_token += 2 * 4 * arch.vocab
     return 4 * adapters + transform + tokens * per_token

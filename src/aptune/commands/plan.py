@@ -1,10 +1,14 @@
-"""``aptune plan MODEL``: parameters at a density and the memory of training and inference, by component and
-phase, for each dtype, from the model's config alone (built on the meta device; no weights are read).
+"""``aptune plan``: parameters at a density and the memory of training and inference, by component and phase,
+for each dtype, of the run a config describes, from the model's config alone (built on the meta device; no
+weights are read).
 
-    aptune plan configs/models/llama-2-7b.json --head causal-lm --density 0.7 --batch-size 4 --seq-len 512 \\
-        --dtype bfloat16 --gradient-checkpointing --device cuda
+    aptune plan --config smollm2/alpaca model.name=configs/models/llama-2-7b.json train.batch_size=4 \
+        data.max_length=512 model.dtype=bfloat16 train.gradient_checkpointing=true --device cuda
 
-MODEL is a short name (minilm, smollm2-135m), a model folder, or a ``config.json``-style file.
+The run's settings come from the config and its ``key=value`` overrides, as ``aptune train`` reads them: the model
+(``model.name``: a short name, a model folder, or a ``config.json``-style file), its head, ``prune.density``,
+``train.batch_size``, ``data.max_length`` (every sequence assumed full), the adapters, ``rank.budget_ratio``,
+``distill.enabled``, ``recover.teacher`` and ``train.gradient_checkpointing``.
 """
 
 from __future__ import annotations
@@ -23,39 +27,17 @@ PHASE_NOTES = {"tuning": "dense, initial ranks (also the calibration passes of p
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="short name, model folder, or a config.json-style file")
-    parser.add_argument("--head", default="sequence-classification",
-                        choices=("base", "sequence-classification", "causal-lm", "seq2seq-lm"))
-    parser.add_argument("--density", type=float, default=0.4, help="prune.density (default 0.4)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (all assumed full)")
+    parser.add_argument("--config", help="the run's YAML config or a shipped config's name; defaults without one")
     parser.add_argument("--dtype", action="append", choices=("float32", "bfloat16", "float16"),
-                        help="the frozen base's dtype; repeat for several (default: float32 and bfloat16)")
-    parser.add_argument("--rank", type=int, default=8, help="adapter.rank")
-    parser.add_argument("--targets", type=_targets, default=[],
-                        help="adapter.targets, comma-separated (e.g. q,k,v,o,gate,up,down); default: the family's")
-    parser.add_argument("--budget-ratio", type=float, default=4.0, help="rank.budget_ratio")
-    parser.add_argument("--no-distill", action="store_true", help="distill.enabled=false")
-    parser.add_argument("--recover-teacher", action="store_true",
-                        help="recover.teacher=dense: distil from the unpruned model after a cut before tuning (implies --no-distill)")
-    parser.add_argument("--gradient-checkpointing", action="store_true")
+                        help="the frozen base's dtype; repeat for several (default: model.dtype, or float32 and "
+                             "bfloat16 when it is auto)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="which attention kernel and dropout masks to expect (default cpu)")
     parser.add_argument("--json", type=Path, help="also write the plan here")
     parser.add_argument("--check", action="store_true",
                         help="load the real model (reads its weights) and compare the plan with the deterministic "
                              "memory measure of one training step, dense and cut, and of one forward pass")
-
-
-def _targets(text: str) -> list[str]:
-    from aptune.model import ADAPTER_ROLES
-
-    targets = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = sorted(set(targets) - set(ADAPTER_ROLES))
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown adapter target(s) {', '.join(unknown)}; "
-                                         f"choose from {', '.join(ADAPTER_ROLES)}")
-    return targets
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. prune.density=0.7 train.batch_size=4")
 
 
 def load_model_config(model: str):
@@ -73,23 +55,17 @@ def load_model_config(model: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from aptune.bench.planner import PlanSettings, build_on_meta, describe, plan
+    from aptune.bench.planner import build_on_meta, describe, plan
+    from aptune.config import load_config
 
-    if not 0 < args.density <= 1:
-        raise ValueError(f"--density must lie in (0, 1]; got {args.density}")
-    config = load_model_config(args.model)
-    apt = build_on_meta(config, args.head, targets=args.targets, rank=args.rank)
-    arch = describe(apt, args.head)
-    plans = []
-    for dtype in args.dtype or ["float32", "bfloat16"]:
-        settings = PlanSettings(density=args.density, batch_size=args.batch_size, seq_len=args.seq_len, dtype=dtype,
-                                rank=args.rank, targets=args.targets, budget_ratio=args.budget_ratio,
-                                distill=not (args.no_distill or args.recover_teacher),
-                                recover_teacher=args.recover_teacher,
-                                gradient_checkpointing=args.gradient_checkpointing, device=args.device)
-        plans.append(plan(apt, arch, settings))
-    print(render(args.model, plans))
-    checks = [_check(args.model, args.head, p["settings"]) for p in plans] if args.check else []
+    config = load_config(args.config, args.overrides)
+    model, head = config.model.name, config.model.head
+    apt = build_on_meta(load_model_config(model), head, targets=config.adapter.targets, rank=config.adapter.rank)
+    arch = describe(apt, head)
+    default_dtypes = ["float32", "bfloat16"] if config.model.dtype == "auto" else [config.model.dtype]
+    plans = [plan(apt, arch, plan_settings(config, dtype, args.device)) for dtype in args.dtype or default_dtypes]
+    print(render(model, plans))
+    checks = [_check(model, head, p["settings"]) for p in plans] if args.check else []
     for p, rows in zip(plans, checks):
         print("\n" + render_check(p["settings"], rows))
     if args.json:
@@ -98,6 +74,18 @@ def run(args: argparse.Namespace) -> int:
             record["check"] = rows
         args.json.write_text(json.dumps(records, indent=1))
     return 0
+
+
+def plan_settings(config, dtype: str, device: str):
+    """What the planner needs of a run config, for one dtype of the frozen base."""
+    from aptune.bench.planner import PlanSettings
+
+    return PlanSettings(density=config.prune.density if config.prune.enabled else 1.0,
+                        batch_size=config.train.batch_size, seq_len=config.data.max_length, dtype=dtype,
+                        rank=config.adapter.rank, targets=list(config.adapter.targets),
+                        budget_ratio=config.rank.budget_ratio, distill=config.distill.enabled,
+                        recover_teacher=config.recover.enabled,
+                        gradient_checkpointing=config.train.gradient_checkpointing, device=device)
 
 
 def _check(model: str, head: str, settings) -> list[dict]:

@@ -30,12 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="round kept FFN widths and hidden size down to a multiple of this (aligned matmuls)")
     parser.add_argument("--layer-floor", type=float, default=0.0,
                         help="every layer keeps at least this fraction of its head groups and FFN neurons, in [0, 1)")
-    parser.add_argument("--head-floor", type=float, default=None,
-                        help="the head groups' own floor, in [0, 1] (1: no layer loses attention); default: --layer-floor")
     parser.add_argument("--output", required=True, help="export folder")
-    parser.add_argument("--batch-size", type=int, default=32, help="latency batch size")
-    parser.add_argument("--seq-len", type=int, default=128, help="latency sequence length")
-    parser.add_argument("--repeats", type=int, default=5, help="timed passes per model")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -45,13 +40,12 @@ def check_density(density: float) -> float:
     return density
 
 
-def search_density(scores, apt, density: float, round_to: int, floor: float = 0.0, head_floor: float | None = None):
-    """The keep set of ``density`` x the prunable parameters (every layer keeping ``floor`` of its blocks, and
-    ``head_floor`` of its head groups when given); one that leaves the model nothing to compute is an error naming
-    the density and the smallest one that works."""
+def search_density(scores, apt, density: float, round_to: int, floor: float = 0.0):
+    """The keep set of ``density`` x the prunable parameters (every layer keeping ``floor`` of its blocks); one that
+    leaves the model nothing to compute is an error naming the density and the smallest one that works."""
     from aptune.search import EmptyKeepSetError, layer_floor, search_keep_set
 
-    protect = layer_floor(scores, apt.state, floor, round_to, head_floor)
+    protect = layer_floor(scores, apt.state, floor, round_to)
     try:
         return search_keep_set(scores, apt.state, apt.counter, int(density * apt.original_params), protect=protect,
                                round_to=round_to)
@@ -84,16 +78,13 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.layer_floor < 1.0:
         raise ValueError("--layer-floor must lie in [0, 1) (a fraction of each layer's blocks); "
                          f"got {args.layer_floor}")
-    if args.head_floor is not None and not 0.0 <= args.head_floor <= 1.0:
-        raise ValueError("--head-floor must lie in [0, 1] (a fraction of each layer's head groups; 1 keeps them all); "
-                         f"got {args.head_floor}")
     torch.manual_seed(args.seed)
     num_labels = args.num_labels if args.head == "sequence-classification" else None
     apt = APTModel(load_model(args.model, head=args.head, num_labels=num_labels), AdapterConfig(rank=0),
                    seed=args.seed)
     scorer = build_scorer(args.score, **({"seed": args.seed} if args.score == "random" else {})).attach(apt)
     scorer.update()
-    keep = search_density(scorer.scores(), apt, args.density, args.round_to, args.layer_floor, args.head_floor)
+    keep = search_density(scorer.scores(), apt, args.density, args.round_to, args.layer_floor)
     apt.state.set_masks(heads=keep.heads, ffn=keep.ffn, hidden=keep.hidden)
     kept = apt.state.kept_sizes()
     print(f"kept {sum(kept['heads'].values())} of {sum(len(m) for m in apt.state.heads.values())} head groups, "
@@ -107,10 +98,11 @@ def run(args: argparse.Namespace) -> int:
     out = apt.export(args.output, tokenizer=tokenizer)
     dense = load_model(args.model, head=args.head, num_labels=num_labels)
     pruned = apt.merged_model()
-    timing = compare_latency({"dense": dense, "pruned": pruned}, args.batch_size, args.seq_len, repeats=args.repeats)
+    # the shape `aptune train` times too (shorter for a model with fewer positions); `aptune bench` takes others
+    seq_len = min(128, getattr(dense.config, "max_position_embeddings", None) or 128)
+    timing = compare_latency({"dense": dense, "pruned": pruned}, batch_size=32, seq_len=seq_len, repeats=5)
     summary = {
         "model": args.model, "density_target": args.density, "score": args.score, "layer_floor": args.layer_floor,
-        "head_floor": args.head_floor,
         "prunable_params_dense": apt.original_params, "prunable_params_pruned": keep.params,
         "density": keep.params / apt.original_params,
         "total_params_dense": sum(p.numel() for p in dense.parameters()),
@@ -123,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"prunable parameters: {summary['prunable_params_dense']:,} -> {summary['prunable_params_pruned']:,} "
           f"(density {summary['density']:.3f})")
     print(f"all parameters:      {summary['total_params_dense']:,} -> {summary['total_params_pruned']:,}")
-    print(f"latency (batch {args.batch_size}, seq {args.seq_len}, median of {args.repeats}): "
+    print(f"latency (batch 32, seq {seq_len}, median of 5): "
           f"dense {timing['dense'].median_s * 1000:.1f} ms, pruned {timing['pruned'].median_s * 1000:.1f} ms, "
           f"speed-up {summary['speedup']:.2f}x")
     print(f"exported to {out}")

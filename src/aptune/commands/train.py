@@ -16,7 +16,7 @@ HELP = "adaptive pruning and tuning from a YAML config with dotted key=value ove
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config (see configs/); defaults are used without one")
+    parser.add_argument("--config", help="a YAML file, or a shipped config by name (minilm/sst2; `aptune configs` lists them); defaults are used without one")
     parser.add_argument("--no-latency", action="store_true", help="skip timing the export against the dense model")
     parser.add_argument("overrides", nargs="*",
                         help="dotted overrides, before or after the flags, e.g. prune.density=0.5 train.steps=200")

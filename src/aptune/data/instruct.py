@@ -32,7 +32,6 @@ loss goes on that last answer.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,26 +178,6 @@ def load_instruction_records(
     return read_instruction_file(resolved.paths[0]), resolved.source
 
 
-def replace_outputs(records: list[InstructionRecord], responses_path: str | Path) -> list[InstructionRecord]:
-    """The records with each output replaced by the one ``responses_path`` gives the same instruction and input.
-
-    The responses file is itself Alpaca records, e.g. a model's own answers to the training instructions from
-    ``aptune generate`` (sequence-level distillation targets). Matching by the prompt rather than by position
-    keeps the held-out split exactly the one the dataset's own outputs would get, so runs with and without the
-    replacement are paired record by record.
-
-    Raises:
-        ValueError: a record has no response in the file (the message counts them and names the first).
-    """
-    answers = {(r.instruction, r.input): r.output for r in read_instruction_file(responses_path)}
-    missing = [record for record in records if (record.instruction, record.input) not in answers]
-    if missing:
-        raise ValueError(f"data.train_responses={str(responses_path)!r} has no response for {len(missing)} of the "
-                         f"{len(records)} training records, e.g. {missing[0].instruction!r:.80} "
-                         f"({missing[0].origin}); generate it from the same data (aptune generate --data ...)")
-    return [dataclasses.replace(record, output=answers[(record.instruction, record.input)]) for record in records]
-
-
 def user_message(record: InstructionRecord) -> str:
     """The user turn for chat templates: the instruction, then the input after a blank line."""
     return f"{record.instruction}\n\n{record.input}" if record.input.strip() else record.instruction
@@ -319,7 +298,6 @@ def load_instruction_data(
     max_eval_samples: int | None = None,
     prompt_style: str = "auto",
     fields: InstructionFields = ALPACA_FIELDS,
-    train_responses: str | Path | None = None,
 ) -> InstructionData:
     """Load Alpaca-format records, split off a held-out set, and tokenize with response-only labels.
 
@@ -334,8 +312,6 @@ def load_instruction_data(
         max_train_samples / max_eval_samples: seeded random subsets for quick runs.
         prompt_style: ``"auto"`` (chat template if any, else Alpaca), ``"chat_template"`` or ``"alpaca"``.
         fields: the field names of a file's records (Alpaca's by default, or a chat ``messages`` list).
-        train_responses: an Alpaca-format file whose outputs replace the training records' outputs (matched by
-            instruction and input; see :func:`replace_outputs`); the held-out records keep their own.
 
     Returns:
         An :class:`InstructionData`.
@@ -343,7 +319,7 @@ def load_instruction_data(
     records, source = load_instruction_records(path_or_name, data_dir, fields)
     train_records, eval_records = split_examples(records, eval_fraction, seed)
     return tokenize_instruction_splits(train_records, eval_records, source, tokenizer, max_length, seed,
-                                       max_train_samples, max_eval_samples, prompt_style, train_responses)
+                                       max_train_samples, max_eval_samples, prompt_style)
 
 
 def tokenize_instruction_splits(
@@ -356,13 +332,10 @@ def tokenize_instruction_splits(
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     prompt_style: str = "auto",
-    train_responses: str | Path | None = None,
 ) -> InstructionData:
     """Subsample and tokenize records already split into train and eval (a user's own eval file comes here
     without a split); arguments as in :func:`load_instruction_data`."""
     style = resolve_prompt_style(tokenizer, prompt_style)
-    if train_responses is not None:
-        train_records = replace_outputs(train_records, train_responses)
     train_records = subsample(train_records, max_train_samples, seed)
     eval_records = subsample(eval_records, max_eval_samples, seed)
     counts = {"truncated": 0, "dropped": 0}

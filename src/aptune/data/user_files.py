@@ -466,7 +466,6 @@ def load_user_instruction_data(
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     prompt_style: str = "auto",
-    train_responses: str | Path | None = None,
 ) -> InstructionData:
     """Instruction records from a user's files (any format of :data:`FILE_FORMATS`; chat ``messages`` need
     JSON Lines or Parquet), tokenized with labels on the response only (:mod:`aptune.data.instruct`).
@@ -474,7 +473,6 @@ def load_user_instruction_data(
     Args:
         fields: the records' field names, or the chat messages field.
         eval_file: held-out records; ``None`` holds out 10% of ``train_file``.
-        train_responses: outputs for the training records (:func:`aptune.data.instruct.replace_outputs`).
         Others: as in :func:`load_user_classification`.
     """
     train_records = read_instruction_table(train_file, "data.train_file", fields)
@@ -483,5 +481,4 @@ def load_user_instruction_data(
     else:
         eval_records = read_instruction_table(eval_file, "data.eval_file", fields)
     return tokenize_instruction_splits(train_records, eval_records, DataSource("file", str(Path(train_file))),
-                                      tokenizer, max_length, seed, max_train_samples, max_eval_samples, prompt_style,
-                                      train_responses)
+                                      tokenizer, max_length, seed, max_train_samples, max_eval_samples, prompt_style)

@@ -1,7 +1,7 @@
 """Self-distillation (teacher mode over the shared backbone, layer mapping, the loss helpers) and distillation
 from the unpruned model while a model cut before tuning recovers."""
 
-from aptune.distill.recovery import RecoveryConfig, hidden_state_loss, recovery_loss, teacher_outputs
+from aptune.distill.recovery import RecoveryConfig, recovery_loss, teacher_outputs
 from aptune.distill.schedule import DistillSchedule, mu_at
 from aptune.distill.self_distill import (
     DistillConfig,
@@ -25,7 +25,6 @@ __all__ = [
     "LayerTransform",
     "RecoveryConfig",
     "distill_loss",
-    "hidden_state_loss",
     "layer_loss",
     "layer_stacks",
     "layer_states",

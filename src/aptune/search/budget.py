@@ -108,31 +108,23 @@ def search_keep_set(
     return KeepSet(heads, ffn, hidden, ranking.params(counter, length), budget)
 
 
-def layer_floor(scores, state: StructureState, fraction: float, round_to: int = 1,
-                head_fraction: float | None = None) -> dict[str, list[int]]:
+def layer_floor(scores, state: StructureState, fraction: float, round_to: int = 1) -> dict[str, list[int]]:
     """Blocks to protect so that no layer is cut below ``fraction`` of its pretrained width: the most salient
     ceil(fraction x original count) KV groups and FFN neurons of every site (all it still has, if fewer), as
     ``protect`` for :func:`search_keep_set`. The hidden size has no floor: a high floor is paid for by the
     other blocks, hidden dimensions among them.
-
-    ``head_fraction`` (None: ``fraction``) is the KV groups' own floor; at 1 no layer loses attention, and the
-    whole cut falls on the FFNs. SmolLM2-135M has 3 KV groups a layer, so a shared floor of 0.6 still lets the cut
-    take one group out of any layer; keeping them all lowers the loss right after the cut (docs/method.md §D).
 
     With ``round_to`` > 1 (the same as the search's) an FFN site's floor is rounded *up* to a multiple of it, so
     that rounding the kept widths down never cuts a layer below the floor (SmolLM2-135M at 0.6 and 8: 928 of
     1,536 neurons instead of 922, which rounding would take to 920). KV groups are not rounded."""
     if not 0 <= fraction < 1:
         raise ValueError(f"a layer floor is a fraction in [0, 1); got {fraction}")
-    if head_fraction is not None and not 0 <= head_fraction <= 1:
-        raise ValueError(f"a head floor is a fraction in [0, 1]; got {head_fraction}")
     if round_to < 1:
         raise ValueError(f"round_to must be >= 1; got {round_to}")
-    floors = {"heads": fraction if head_fraction is None else head_fraction, "ffn": fraction}
     protect = {}
-    for kind, floor in floors.items():
+    for kind in ("heads", "ffn"):
         for name, mask in getattr(state, kind).items():
-            wanted = math.ceil(floor * state.original_sizes[kind][name])
+            wanted = math.ceil(fraction * state.original_sizes[kind][name])
             if kind == "ffn" and wanted > 0:
                 wanted = -(-wanted // round_to) * round_to
             wanted = min(wanted, len(mask))

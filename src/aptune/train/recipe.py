@@ -29,12 +29,11 @@ from aptune.method import APT, APTLoss, PruningEvent, average_across_processes
 from aptune.model import AdapterConfig, APTModel
 from aptune.models import load_model, load_tokenizer, resolve_dtype
 from aptune.provenance import meta_info
-from aptune.train.allocator import fix_mmap_threshold
 from aptune.train.checkpoint import (config_differences, latest_intact_checkpoint, restore_loop, restore_method,
                                      restore_model, save_checkpoint)
 from aptune.train.progress import JsonlLog, Progress
 from aptune.train.run_folder import claim, truncate_log
-from aptune.train.tasks import TrainTask, load_calibration_examples, load_train_task, set_label_names
+from aptune.train.tasks import TrainTask, load_train_task, set_label_names
 from aptune.tuning.rank_allocator import tuning_params
 
 
@@ -69,11 +68,12 @@ class Run:
         return time.perf_counter() - self.start_time
 
 
-def train(config: RunConfig, command: str | None = None) -> dict:
+def train(config: RunConfig, command: str | None = None, stop_after: int | None = None) -> dict:
     """Run one configured training; returns the summary (also written to ``summary.json``).
 
     Args:
         command: the command line that started the run, for the export's model card.
+        stop_after: stop, as if crashed, after writing a checkpoint at this step (tests of resume use it).
     """
     proc = PartialState(cpu=not torch.cuda.is_available())
     out = Path(config.output_dir)
@@ -81,7 +81,7 @@ def train(config: RunConfig, command: str | None = None) -> dict:
     lock = claim(out, config.train.resume, config.train.overwrite) if proc.is_main_process else None
     try:
         run = setup(config, proc, out)
-        stopped_at = loop(run)
+        stopped_at = loop(run, stop_after)
         return {"stopped_at": stopped_at} if stopped_at is not None else save(run, command)
     finally:
         if lock is not None:
@@ -101,8 +101,6 @@ def setup(config: RunConfig, proc, out: Path) -> Run:
     log = JsonlLog(out / "metrics.jsonl" if proc.is_main_process else Path("/dev/null"))
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    if config.train.mmap_threshold is not None:  # before the model's tensors exist, so that they follow it too
-        fix_mmap_threshold(config.train.mmap_threshold)
     seed_everything(config.train.seed)
 
     tokenizer = load_tokenizer(config.model.name)
@@ -187,11 +185,11 @@ def _restore_model_and_method(run: Run) -> tuple[Path, dict] | None:
 
 
 # train keys a resume may change
-RESUME_MAY_CHANGE = ("resume", "stop_after", "overwrite", "threads", "checkpoint_every", "mmap_threshold")
+RESUME_MAY_CHANGE = ("resume", "overwrite", "threads", "checkpoint_every")
 
 
 def resumable_config(config: RunConfig) -> dict:
-    """The resolved config less what a resume may change: where the folder is, threads, allocator, stop and resume
+    """The resolved config less what a resume may change: where the folder is, threads, checkpoints and the resume
     flags (none of them changes a result)."""
     data = config.to_dict()
     data.pop("output_dir", None)
@@ -200,28 +198,11 @@ def resumable_config(config: RunConfig) -> dict:
     return data
 
 
-def _calibration_shard(run: Run) -> list:
-    """This process's records for the cut's calibration: its training shard, or its shard of
-    ``prune.calibration_file``, which must fill every batch the cut (and a refit) reads."""
-    p = run.config.prune
-    if not p.calibration_file:
-        return run.shard
-    shard = load_calibration_examples(run.config, run.tokenizer)[run.proc.process_index::run.proc.num_processes]
-    needed = p.calibration_batches * (2 if p.refit else 1) * run.config.train.batch_size
-    if len(shard) < needed:
-        raise ValueError(f"prune.calibration_file={p.calibration_file!r} gives {len(shard)} records to each of "
-                         f"{run.proc.num_processes} process(es); the cut reads {needed} there "
-                         f"(prune.calibration_batches={p.calibration_batches} x train.batch_size="
-                         f"{run.config.train.batch_size}{', twice for prune.refit' if p.refit else ''}): add "
-                         "records or lower prune.calibration_batches")
-    return shard
-
-
 def _prune_before_tuning(run: Run) -> None:
     p = run.config.prune
     if not p.cuts_before_tuning:
         return
-    calibration = _on_device(_loader(_calibration_shard(run), run.config, run.tokenizer.pad_token_id,
+    calibration = _on_device(_loader(run.shard, run.config, run.tokenizer.pad_token_id,
                                      run.config.train.seed + 1), run.proc.device)
     removed = run.apt.prune_before_tuning(calibration)
     density = run.apt.density()
@@ -271,8 +252,8 @@ def _restore_loop(run: Run, folder: Path, state: dict) -> None:
 # ---------------------------------------------------------------------------------------------- loop
 
 
-def loop(run: Run) -> int | None:
-    """Train from ``run.first_step`` to the end; returns the step if ``train.stop_after`` stopped it."""
+def loop(run: Run, stop_after: int | None = None) -> int | None:
+    """Train from ``run.first_step`` to the end; returns the step if ``stop_after`` stopped it."""
     t = run.config.train
     progress = Progress(run.first_step, t.steps, enabled=run.proc.is_main_process, every=t.log_every)
     for step in range(run.first_step, t.steps):
@@ -297,10 +278,10 @@ def loop(run: Run) -> int | None:
         _log_step(run, done, out, time.perf_counter() - step_start, progress)
         if done % t.eval_every == 0 or done == t.steps:
             evaluate(run, done)
-        if (t.checkpoint_every and done % t.checkpoint_every == 0 and done < t.steps) or done == t.stop_after:
+        if (t.checkpoint_every and done % t.checkpoint_every == 0 and done < t.steps) or done == stop_after:
             _checkpoint(run, done)
-            if done == t.stop_after:
-                run.proc.print(f"[aptune] stopping after step {done} as asked (train.stop_after)")
+            if done == stop_after:
+                run.proc.print(f"[aptune] stopping after step {done} as asked")
                 progress.close()
                 return done
     progress.close()
@@ -309,11 +290,6 @@ def loop(run: Run) -> int | None:
 
 def _after_pruning_step(run: Run, event: PruningEvent) -> None:
     """Stage banners, the pruning event's log record, and the dev metric at the target density."""
-    if event.distillation_ended:
-        run.proc.print(f"[aptune] distillation ends at step {event.step}: the masked blocks leave the tensors "
-                       f"(density {event.density:.3f}); recovery continues on the task loss")
-        run.log.write(event="distill_end", step=event.step, params=event.params, density=event.density)
-        return
     cut_before = run.config.prune.cuts_before_tuning  # then the scheduled steps only grow ranks
     if event.pruned and not cut_before:
         run.proc.print(f"[aptune] pruning step {event.k}/{event.num_steps} at step {event.step}: density "

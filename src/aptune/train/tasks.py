@@ -68,18 +68,12 @@ def load_train_task(config: RunConfig, tokenizer) -> TrainTask:
         path = d.task if d.task not in INSTRUCTION_TASKS else "alpaca"
         data = load_instruction_data(path, tokenizer, d.max_length, seed=seed, data_dir=d.data_dir,
                                      max_train_samples=d.max_train_samples, max_eval_samples=d.max_eval_samples,
-                                     fields=instruction_fields(config), train_responses=d.train_responses)
+                                     fields=instruction_fields(config))
         data = with_extra_training_records(data, config, tokenizer)
         return _instruction_task(str(d.task), data, config, tokenizer.pad_token_id)
     glue = load_glue_task(d.task, tokenizer, d.max_length, d.data_dir, d.max_train_samples, d.max_eval_samples,
                           seed=seed)
     return _classification_task(glue, config, tokenizer.pad_token_id)
-
-
-def load_calibration_examples(config: RunConfig, tokenizer) -> list[dict[str, Any]]:
-    """``prune.calibration_file``'s records, read and tokenized as a ``data.train_file`` is (any of its formats,
-    its fields, prompt style and length, loss on the response only), for the batches that choose the cut."""
-    return _file_records(config.prune.calibration_file, "prune.calibration_file", config, tokenizer).train
 
 
 def with_extra_training_records(data, config: RunConfig, tokenizer):
@@ -133,8 +127,7 @@ def _user_file_task(config: RunConfig, tokenizer) -> TrainTask:
     samples = dict(seed=seed, max_train_samples=d.max_train_samples, max_eval_samples=d.max_eval_samples)
     if config.model.head == "causal-lm":
         data = load_user_instruction_data(d.train_file, d.eval_file, tokenizer, d.max_length,
-                                          fields=instruction_fields(config), train_responses=d.train_responses,
-                                          **samples)
+                                          fields=instruction_fields(config), **samples)
         data = with_extra_training_records(data, config, tokenizer)
         return _instruction_task(Path(d.train_file).stem, data, config, tokenizer.pad_token_id)
     columns = TableColumns.from_settings(d.text_column, d.label_column, d.text_pair_column)
