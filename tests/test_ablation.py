@@ -30,7 +30,7 @@ def _write_plan(tmp_path, tiny_base):
     plan = {
         "base": "tiny.yaml",
         "runs": {
-            "apt": {"role": "method", "what": "the full method", "patch": {}},
+            "apt": {"role": "method", "what": "the full method", "patch": {"distill": {"enabled": True}}},
             "no_self_distillation": {"what": "no teacher", "patch": {"distill": {"enabled": False}},
                                      "reports": ["task_performance", "training_convergence", "training_memory"]},
             "broken": {"prune.density": 2.0},  # a bare patch; the value is invalid, so `aptune train` exits 2

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = ["data.task=sst2", "data.max_length=32", "data.max_train_samples=256", "data.max_eval_samples=64",
        "train.steps=24", "train.batch_size=8", "train.eval_every=1000", "train.log_every=4", "train.warmup_ratio=0",
        "prune.density=0.5", "prune.start_step=4", "prune.num_steps=3", "prune.end_fraction=0.75",
-       "prune.warmup_fraction=0", "prune.mask_lr=0.5", "train.lr=1e-3", "train.threads=1"]
+       "prune.warmup_fraction=0", "prune.mask_lr=0.5", "train.lr=1e-3", "train.threads=1",
+       "distill.enabled=true"]  # the paper's method: the distillation path runs inside the Trainer too
 
 
 @pytest.fixture(scope="module")
