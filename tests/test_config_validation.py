@@ -164,3 +164,16 @@ def test_every_shipped_config_and_every_planned_run_loads_and_its_files_exist():
     # paths are relative to the repository root, where the README's commands run
     root = CONFIGS.parent
     assert files and not [name for name in sorted(files) if not (root / name).is_file()]
+
+
+def test_a_config_written_before_1_0_loads_and_a_removed_option_set_otherwise_is_refused():
+    """The main job's resolved config of commit cdbba4d names every key of its day: the removed ones at the values 1.0
+    always uses are read as before; a removed option set to anything else says what became of it."""
+    old = CONFIGS.parent / "results" / "minilm_sst2" / "apt-cdbba4d" / "config.yaml"
+    assert "kl_scale" in old.read_text()
+    assert load_config(old) == load_config("minilm/sst2_paper", [f"output_dir={load_config(old).output_dir}"])
+    with pytest.raises(ValueError, match=r"^distill.teacher='live' was removed in aptune 1.0, which always runs as if "
+                                         r"it were best: .*drop the key"):
+        load_config(None, ["distill.teacher=live"])
+    with pytest.raises(ValueError, match=r"prune.head_floor=1.0 was removed in aptune 1.0"):
+        load_config(None, ["prune.head_floor=1.0"])

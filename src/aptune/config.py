@@ -531,19 +531,25 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     return float(value) if target is float else value
 
 
-# Keys of aptune before 1.0 that left the product because their studies measured no effect (CHANGELOG.md), with
-# what a config that names one should do instead.
-_REMOVED = {
-    **dict.fromkeys(("distill.temperature", "distill.pred_weight", "distill.layer_weight", "distill.kl_scale",
-                     "distill.num_blocks", "distill.normalize_hidden", "distill.transform_rank", "distill.teacher_masks",
-                     "distill.dense_teacher", "distill.max_mu", "distill.teacher", "distill.end_fraction"),
-                    "the official code's loss and teacher are fixed (results/distillation/README.md); drop the key"),
-    **dict.fromkeys(("data.train_responses", "prune.calibration_file", "prune.head_floor", "recover.teacher_model",
-                     "recover.hidden_weight"), "it measured no effect (results/llama/mc500/README.md); drop the key"),
-    "prune.refit_damp": "the refit's ridge is fixed at 0.3; drop the key",
-    "train.mmap_threshold": "drop the key",
-    "train.optimizer_reset": "AdamW moments are always carried across a cut; drop the key",
-    "train.stop_after": "a test hook, now aptune.train.train(config, stop_after=N); drop the key",
+# Keys of aptune before 1.0 that left the product because their studies measured no effect (CHANGELOG.md): the
+# value 1.0 always uses, and what a config that sets another should do. A run folder's config.yaml written before 1.0
+# names every key at its value then; where that is the value 1.0 uses, the key is read as before and dropped.
+_DISTILL_FIXED = "the official code's loss and teacher are fixed (results/distillation/README.md); drop the key"
+_NO_EFFECT = "it measured no effect (results/llama/mc500/README.md); drop the key"
+_REMOVED: dict[str, tuple[Any, str]] = {
+    "distill.temperature": (2.0 / 3.0, _DISTILL_FIXED), "distill.pred_weight": (0.1, _DISTILL_FIXED),
+    "distill.layer_weight": (0.9, _DISTILL_FIXED), "distill.kl_scale": (10.0, _DISTILL_FIXED),
+    "distill.num_blocks": (4, _DISTILL_FIXED), "distill.normalize_hidden": (False, _DISTILL_FIXED),
+    "distill.transform_rank": (8, _DISTILL_FIXED), "distill.teacher_masks": (True, _DISTILL_FIXED),
+    "distill.dense_teacher": (True, _DISTILL_FIXED), "distill.max_mu": (1.0, _DISTILL_FIXED),
+    "distill.teacher": ("best", _DISTILL_FIXED), "distill.end_fraction": (None, _DISTILL_FIXED),
+    "data.train_responses": (None, _NO_EFFECT), "prune.calibration_file": (None, _NO_EFFECT),
+    "prune.head_floor": (None, _NO_EFFECT), "recover.teacher_model": (None, _NO_EFFECT),
+    "recover.hidden_weight": (0.0, _NO_EFFECT),
+    "prune.refit_damp": (0.3, "the refit's ridge is fixed at 0.3; drop the key"),
+    "train.mmap_threshold": (None, "drop the key"),
+    "train.optimizer_reset": (False, "AdamW moments are always carried across a cut; drop the key"),
+    "train.stop_after": (None, "a test hook, now aptune.train.train(config, stop_after=N); drop the key"),
 }
 
 
@@ -553,7 +559,11 @@ def _apply(obj: Any, updates: dict, prefix: str = "") -> None:
     for key, value in updates.items():
         path = f"{prefix}{key}"
         if path in _REMOVED:
-            raise ValueError(f"{path} was removed in aptune 1.0: {_REMOVED[path]}")
+            fixed, advice = _REMOVED[path]
+            if value == fixed and type(value) is type(fixed):  # a config written before 1.0, at 1.0's value
+                continue
+            raise ValueError(f"{path}={value!r} was removed in aptune 1.0, which always runs as if it were "
+                             f"{yaml.safe_dump(fixed, default_style=None).splitlines()[0]}: {advice}")
         if key not in names:
             raise ValueError(f"unknown config key {path!r}; known keys here: {', '.join(sorted(names))}")
         current = getattr(obj, key)
