@@ -289,7 +289,8 @@ _HELP: dict[str, str] = {
     "data.input_field": "instruction records: the field holding the optional input",
     "data.output_field": "instruction records: the field holding the answer that carries the loss",
     "data.messages_field": "chat records instead: the field holding a list of {role, content}; the last answer carries the loss",
-    "data.extra_train_file": "instruction records that join the training split only, e.g. WordNet's science definitions",
+    "data.extra_train_file": ("instruction records that join the training split only; WordNet's science definitions "
+                              "gave SmolLM2 at 70% +2.3 ± 1.3 points of multiple-choice accuracy (seven seeds)"),
     "adapter.targets": "the linears that get an adapter (q, k, v, o, up, gate, down); empty: the family's default",
     "adapter.rank": "each adapter's starting rank (the paper: 8); 0 for full fine-tuning",
     "adapter.scaling": "the constant s in W + s·B·A (the paper: 2, i.e. alpha 16 at rank 8)",
@@ -308,12 +309,15 @@ _HELP: dict[str, str] = {
     "prune.layer_floor": "every layer keeps at least this share of its KV groups and FFN neurons (0: no floor)",
     "prune.before_tuning": "cut once before any tuning, from calibration batches (the paper's large-decoder setting)",
     "prune.calibration_batches": "with before_tuning: the training batches whose salience chooses the cut",
-    "prune.refit": "with before_tuning: refit each thinned output projection by least squares on calibration batches",
+    "prune.refit": ("with before_tuning: refit each thinned output projection by least squares on calibration batches "
+                    "(SmolLM2 at 70%: held-out loss -0.048 ± 0.018, five seeds)"),
     "rank.strategy": "how adapter ranks grow: salience (the paper), uniform, or none (fixed ranks)",
     "rank.budget_ratio": "tuning parameters at the last pruning step, as a multiple of the starting ones",
     "rank.max_rank_ratio": "no adapter grows past this multiple of its starting rank",
-    "distill.enabled": "self-distillation from a snapshot of the adapters while pruning (the paper's full method)",
-    "recover.teacher": "after a cut before tuning: none, or dense to distil from the model as it was before the cut",
+    "distill.enabled": ("self-distillation from a snapshot of the adapters while pruning, the paper's full method "
+                        "(MiniLM/SST-2 at 40%: -1.1 points [-1.9, -0.4] against off, three seeds)"),
+    "recover.teacher": ("after a cut before tuning: none, or dense to distil from the model as it was before the cut "
+                        "(SmolLM2 at 70%: held-out loss -0.003 ± 0.042, no effect detectable)"),
     "recover.weight": "with recover.teacher=dense: the distillation loss's share of the loss",
     "recover.temperature": "with recover.teacher=dense: the KL's temperature",
     "train.steps": "optimizer steps; 0 evaluates and exports the model as loaded",
