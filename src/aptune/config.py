@@ -19,7 +19,8 @@ import yaml
 
 from aptune import configs as shipped_configs
 from aptune.distill.recovery import TEACHERS, RecoveryConfig
-from aptune.distill.self_distill import DistillConfig
+from aptune.distill.self_distill import (KL_SCALE, LAYER_WEIGHT, PRED_WEIGHT, TEACHER_BLOCKS, TEMPERATURE,
+                                        TRANSFORM_RANK, DistillConfig)
 from aptune.model import ADAPTER_ROLES, AdapterConfig
 from aptune.models.loading import DTYPES, HEADS
 from aptune.salience import SCORERS
@@ -541,10 +542,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 _DISTILL_FIXED = "the official code's loss and teacher are fixed (results/distillation/README.md); drop the key"
 _NO_EFFECT = "it measured no effect (results/llama/mc500/README.md); drop the key"
 _REMOVED: dict[str, tuple[Any, str]] = {
-    "distill.temperature": (2.0 / 3.0, _DISTILL_FIXED), "distill.pred_weight": (0.1, _DISTILL_FIXED),
-    "distill.layer_weight": (0.9, _DISTILL_FIXED), "distill.kl_scale": (10.0, _DISTILL_FIXED),
-    "distill.num_blocks": (4, _DISTILL_FIXED), "distill.normalize_hidden": (False, _DISTILL_FIXED),
-    "distill.transform_rank": (8, _DISTILL_FIXED), "distill.teacher_masks": (True, _DISTILL_FIXED),
+    "distill.temperature": (TEMPERATURE, _DISTILL_FIXED), "distill.pred_weight": (PRED_WEIGHT, _DISTILL_FIXED),
+    "distill.layer_weight": (LAYER_WEIGHT, _DISTILL_FIXED), "distill.kl_scale": (KL_SCALE, _DISTILL_FIXED),
+    "distill.num_blocks": (TEACHER_BLOCKS, _DISTILL_FIXED), "distill.normalize_hidden": (False, _DISTILL_FIXED),
+    "distill.transform_rank": (TRANSFORM_RANK, _DISTILL_FIXED), "distill.teacher_masks": (True, _DISTILL_FIXED),
     "distill.dense_teacher": (True, _DISTILL_FIXED), "distill.max_mu": (1.0, _DISTILL_FIXED),
     "distill.teacher": ("best", _DISTILL_FIXED), "distill.end_fraction": (None, _DISTILL_FIXED),
     "data.train_responses": (None, _NO_EFFECT), "prune.calibration_file": (None, _NO_EFFECT),

@@ -162,7 +162,7 @@ class APT:
         first teacher) to the last pruning step; afterwards the model recovers on the task loss alone, as the
         official code does after its distillation phase."""
         distilling = self.config.distill.enabled and self.teacher_ready and self.step < self.last_pruning_step
-        return min(1.0, self.mu_schedule.mu(self.step)) if distilling else 0.0
+        return self.mu_schedule.mu(self.step) if distilling else 0.0  # mu_at clips to [0, 1]
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """What the optimizer updates: the model's trainable tensors, then the distillation transform's."""
@@ -275,13 +275,11 @@ class APT:
         return search_keep_set(scores, self.model.state, self.model.counter, int(density * self.model.original_params),
                                protect=protect, round_to=p.round_to)
 
-    def _cut_deferred(self) -> bool:
-        """The teacher keeps every block in the tensors until distillation ends (the last pruning step)."""
-        return self.config.distill.enabled and self.config.prune.enabled
-
     def _cut_now(self, k: int) -> bool:
-        """Blocks leave the tensors at every pruning step, except while distilling: then at the last one."""
-        return not self._cut_deferred() or k == self.schedule.num_prunings
+        """Blocks leave the tensors at every pruning step, except while distilling: the teacher runs on the unpruned
+        backbone, so they stay until the last one, where distillation ends."""
+        distilling = self.config.distill.enabled and self.config.prune.enabled
+        return not distilling or k == self.schedule.num_prunings
 
     def _surgery(self, optimizer) -> OptimizerSurgery:
         """Carry ``optimizer``'s state across a change of the trainable tensors' shapes."""

@@ -2,7 +2,7 @@
 for each dtype, of the run a config describes, from the model's config alone (built on the meta device; no
 weights are read).
 
-    aptune plan --config smollm2/alpaca model.name=configs/models/llama-2-7b.json train.batch_size=4 \
+    aptune plan --config smollm2/alpaca model.name=configs/models/llama-2-7b.json train.batch_size=4 \\
         data.max_length=512 model.dtype=bfloat16 train.gradient_checkpointing=true --device cuda
 
 The run's settings come from the config and its ``key=value`` overrides, as ``aptune train`` reads them: the model

@@ -265,22 +265,21 @@ def distill_loss(student_out, teacher_out, apt_model, transform: nn.Module | Non
     pred = prediction_loss(student_out.logits, teacher_out.logits, TEMPERATURE, KL_SCALE, logits_mask)
     parts = {"distill_pred": float(pred.detach())}
     total = PRED_WEIGHT * pred
-    if LAYER_WEIGHT:
-        alive = surviving_layers(apt_model)
-        layer_total, stacks_used = None, 0
-        for stack, count in layer_stacks(apt_model.family).items():
-            mapping = map_layers(sample_teacher_layers(count, TEACHER_BLOCKS, generator), alive.get(stack, []))
-            if not mapping:
-                continue
-            stack_mask = attention_mask if stack != "decoder" else None
-            loss = layer_loss(layer_states(student_out, stack), layer_states(teacher_out, stack), mapping,
-                              transform, stack_mask)
-            parts[f"distill_layer{'_' + stack if stack else ''}"] = float(loss.detach())
-            layer_total = loss if layer_total is None else layer_total + loss
-            stacks_used += 1
-        if layer_total is not None:
-            # encoder-decoders: the stacks' layer losses are averaged (official seq2seq trainer)
-            total = total + LAYER_WEIGHT * layer_total / stacks_used
+    alive = surviving_layers(apt_model)
+    layer_total, stacks_used = None, 0
+    for stack, count in layer_stacks(apt_model.family).items():
+        mapping = map_layers(sample_teacher_layers(count, TEACHER_BLOCKS, generator), alive.get(stack, []))
+        if not mapping:
+            continue
+        stack_mask = attention_mask if stack != "decoder" else None
+        loss = layer_loss(layer_states(student_out, stack), layer_states(teacher_out, stack), mapping,
+                          transform, stack_mask)
+        parts[f"distill_layer{'_' + stack if stack else ''}"] = float(loss.detach())
+        layer_total = loss if layer_total is None else layer_total + loss
+        stacks_used += 1
+    if layer_total is not None:
+        # encoder-decoders: the stacks' layer losses are averaged (official seq2seq trainer)
+        total = total + LAYER_WEIGHT * layer_total / stacks_used
     parts["distill"] = float(total.detach())
     return total, parts
 
