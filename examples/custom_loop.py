@@ -25,7 +25,7 @@ task = load_glue_task("sst2", tokenizer, max_length=64, max_train_samples=args.t
 loader = make_dataloader(task.train, 32, tokenizer.pad_token_id, shuffle=True, group_by_length=True, drop_last=True)
 
 model = APTModel.from_pretrained(args.model, num_labels=2, seed=0)
-config = APTConfig(prune=PruneConfig(density=0.4, start_step=args.steps // 10, num_steps=4))
+config = APTConfig(prune=PruneConfig(density=0.4, start_fraction=0.1, num_steps=4))
 apt = APT(model, config, total_steps=args.steps, seed=0)
 optimizer = torch.optim.AdamW(apt.trainable_parameters(), lr=5e-4)
 schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / args.steps)

@@ -43,7 +43,8 @@ def test_a_whole_number_key_refuses_a_fraction_instead_of_cutting_it():
     ("train.checkpoint_every=-1", "train.checkpoint_every must be >= 0; got -1"),
     ("train.threads=0", "train.threads must be >= 1 (or null); got 0"),
     ("prune.num_steps=0", "prune.num_steps must be >= 1; got 0"),
-    ("prune.start_step=-1", "prune.start_step must be >= 0; got -1"),
+    ("prune.start_step=-1", "prune.start_step must be >= 0 (or null); got -1"),
+    ("prune.start_fraction=1", "prune.start_fraction must lie in [0, 1); got 1.0"),
     ("prune.warmup_fraction=1", "prune.warmup_fraction must lie in [0, 1); got 1.0"),
     ("prune.mask_lr=0", "prune.mask_lr must lie in (0, 1]; got 0.0"),
     ("prune.calibration_batches=0", "prune.calibration_batches must be >= 1; got 0"),
@@ -85,25 +86,30 @@ def test_values_set_in_python_are_checked_too():
 
 
 def test_a_start_past_the_run_says_what_to_set():
-    # sst2.yaml starts pruning at step 100: a 20-step run cannot reach it
-    assert _refused(["train.steps=20"]) == (
-        "prune.start_step=100 is past train.steps=20; set prune.start_step below 20")
+    message = _refused(["train.steps=20", "prune.start_step=100"])
+    assert message == ("prune.start_step=100 is past train.steps=20; set prune.start_step below 20; the shortest run "
+                       "that holds this schedule has train.steps=180")
+    assert load_config(SST2, ["train.steps=180", "prune.start_step=100"]).train.steps == 180  # the named length fits
+    assert _refused(["train.steps=179", "prune.start_step=100"])
     assert load_config(SST2, ["train.steps=20", "prune.start_step=5", "prune.num_steps=2"]).train.steps == 20
 
 
 def test_a_window_that_ends_before_it_starts_says_how_to_fix_it():
-    message = _refused(["train.steps=200", "prune.end_fraction=0.4"])  # ends at step 80, starts at 100
-    assert message == ("the pruning window ends at step 80 (prune.end_fraction=0.4 x train.steps=200), not after "
-                       "prune.start_step=100; set prune.end_fraction to at least 0.505 or prune.start_step below 80")
-    fixed = load_config(SST2, ["train.steps=200", "prune.end_fraction=0.505", "prune.num_steps=1"])
+    message = _refused(["train.steps=200", "prune.start_step=100", "prune.end_fraction=0.4"])  # ends at 80
+    assert message == ("the pruning window ends at step 80 (prune.end_fraction=0.4 x train.steps=200), not after its "
+                       "start at step 100 (prune.start_step=100); set prune.end_fraction to at least 0.505 or start "
+                       "before step 80; the shortest run that holds this schedule has train.steps=270")
+    fixed = load_config(SST2, ["train.steps=200", "prune.start_step=100", "prune.end_fraction=0.505",
+                               "prune.num_steps=1"])
     assert fixed.prune.end_fraction == 0.505  # the suggested value works
 
 
 def test_more_pruning_steps_than_the_window_holds_are_refused():
-    message = _refused(["train.steps=200", "prune.end_fraction=0.52"])  # (100, 104]: 4 steps for 8 prunings
+    overrides = ["train.steps=200", "prune.start_step=100", "prune.end_fraction=0.52"]  # (100, 104]: 4 for 8
+    message = _refused(overrides)
     assert message.startswith("prune.num_steps=8 pruning steps do not fit in the pruning window (100, 104]")
     assert "holds 4 steps; set prune.num_steps to at most 4" in message
-    assert load_config(SST2, ["train.steps=200", "prune.end_fraction=0.52", "prune.num_steps=4"]).prune.num_steps == 4
+    assert load_config(SST2, [*overrides, "prune.num_steps=4"]).prune.num_steps == 4
 
 
 def test_no_schedule_is_checked_without_training_steps():
@@ -171,7 +177,10 @@ def test_a_config_written_before_1_0_loads_and_a_removed_option_set_otherwise_is
     always uses are read as before; a removed option set to anything else says what became of it."""
     old = CONFIGS.parent / "results" / "minilm_sst2" / "apt-cdbba4d" / "config.yaml"
     assert "kl_scale" in old.read_text()
-    assert load_config(old) == load_config("minilm/sst2_paper", [f"output_dir={load_config(old).output_dir}"])
+    now = load_config("minilm/sst2_paper", [f"output_dir={load_config(old).output_dir}"])
+    # the start step it names is the start fraction the config now gives: the same window
+    assert load_config(old).prune.window(1000) == now.prune.window(1000)
+    assert load_config(old) == override_config(now, {"prune": {"start_step": 100, "start_fraction": 0.2}})
     with pytest.raises(ValueError, match=r"^distill.teacher='live' was removed in aptune 1.0, which always runs as if "
                                          r"it were best: .*drop the key"):
         load_config(None, ["distill.teacher=live"])

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import random_binary_masks, randomize_adapters
+from test_onnx_export import load_plainly
 
 from aptune.cli import main
-from aptune.export.gguf import CHECK_PROMPTS, TOLERANCE, _prompt_ids, check_gguf, load_decoder, load_llama_cpp
+from aptune.export.gguf import CHECK_PROMPTS, RTOL, _prompt_ids, check_gguf, load_decoder, load_llama_cpp
 from aptune.model import APTModel
 from aptune.models import load_model, load_tokenizer
 
@@ -64,14 +65,23 @@ def test_gguf_of_a_pruned_tiny_llama_runs_in_llama_cpp_as_the_masked_model(tmp_p
     out = capsys.readouterr().out
     assert "padded with zero weights: layer 3 has attention but an emptied FFN" in out
     assert "greedy tokens identical" in out and path.exists() and (tmp_path / "tiny.q8_0.gguf").exists()
+    assert "of the largest |logit|" in out  # the relative difference the float32 check judges
+    assert sorted(p.name for p in tmp_path.glob("*.gguf*")) == ["tiny.gguf", "tiny.q8_0.gguf"]  # no partial file
     for prompt in CHECK_PROMPTS[:2]:  # masked model (not the export) against llama.cpp, every position
         ids, _ = _prompt_ids(tokenizer, prompt)
         with torch.no_grad():
             expected = apt(input_ids=torch.tensor([ids])).logits[0].numpy()
-        assert np.abs(llama_cpp_logits(path, ids) - expected).max() <= TOLERANCE
+        assert np.abs(llama_cpp_logits(path, ids) - expected).max() <= RTOL * np.abs(expected).max()
     model, _ = load_decoder(export)
     report = check_gguf(path, model, tokenizer)  # raises on a difference; the fields say what was compared
-    assert report["prompt_tokens_equal"] and report["greedy_equal"] and report["max_abs_logit_diff"] <= TOLERANCE
+    assert report["prompt_tokens_equal"] and report["greedy_equal"] and report["relative_logit_diff"] <= RTOL
+    assert report["relative_logit_diff"] == report["max_abs_logit_diff"] / report["max_abs_logit"]
+
+
+def test_decoder_export_loads_its_tokenizer_with_plain_transformers_and_no_prompt(tmp_path):
+    """The export's config names the stock "llama" type: AutoTokenizer reads it without asking to run code."""
+    _, tokenizer, export = pruned_export(tmp_path, groups=[[1, 1], [1, 1], [1, 1], [1, 1]])
+    assert load_plainly(export, CHECK_PROMPTS)["ids"] == tokenizer(CHECK_PROMPTS).input_ids
 
 
 def test_ffn_widths_padded_with_zero_neurons_compute_the_same_function(tmp_path):
@@ -104,7 +114,7 @@ def test_float16_file_is_smaller_and_close(tmp_path):
     assert main(["export", str(export), "--format", "gguf", "--output", str(f16), "--pad-empty"]) == 0
     assert f16.stat().st_size < 0.6 * f32.stat().st_size
     model, _ = load_decoder(export)
-    report = check_gguf(f16, model, tokenizer, tolerance=None)
+    report = check_gguf(f16, model, tokenizer, rtol=None)
     assert report["prompt_tokens_equal"] and report["max_abs_logit_diff"] < 0.05
 
 
@@ -134,7 +144,7 @@ def test_gguf_of_pruned_smollm2_runs_in_llama_cpp_as_the_export(tmp_path, capsys
     apt.eval()
     export = apt.export(tmp_path / "export", tokenizer=load_tokenizer("smollm2-135m"))
     path = tmp_path / "smollm2.gguf"
-    # float32: the command itself stops unless prompt tokens, logits (<= TOLERANCE) and greedy tokens agree
+    # float32: the command itself stops unless prompt tokens, logits (within RTOL) and greedy tokens agree
     assert main(["export", str(export), "--format", "gguf", "--output", str(path), "--dtype", "float32",
                  "--pad-empty"]) == 0
     out = capsys.readouterr().out

@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "aptune"
 
 # Lowest first. A unit is a top-level module or subpackage of aptune; "__init__" is the package itself.
 LAYERS = [
+    ("allocator",),
     ("models", "families", "provenance", "configs"),
     ("adapters",),
     ("structures",),

@@ -1,5 +1,3 @@
-import sys
+from aptune.cli import entry
 
-from aptune.cli import main
-
-sys.exit(main())
+entry()

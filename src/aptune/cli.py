@@ -19,9 +19,13 @@ def _load_commands():
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aptune", description=__doc__.splitlines()[0])
+    # --debug is one option of every command: written after the command, where a user adds it on a rerun
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true",
+                       help="on an error, print the full traceback instead of the one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in _load_commands():
-        command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP, parents=[debug])
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
     return parser
@@ -68,15 +72,35 @@ def _quiet_transformers() -> None:
         pass
 
 
+# What bad input raises: a value the user gave (ValueError) or a path they named (OSError: missing, busy,
+# unwritable, a run folder another run holds). aptune's messages name the input and what would be right.
+USER_ERRORS = (ValueError, OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_command_line(argv)
     _quiet_transformers()
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        # Bad input: say what was wrong, without a traceback.
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
+        # Bad input: say what was wrong, without a traceback (--debug shows it).
         print(f"aptune {args.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def entry() -> None:
+    """The ``aptune`` command (and ``python -m aptune``): under the allocator that returns freed memory
+    (``aptune.allocator``), then :func:`main`."""
+    from aptune.allocator import run_under_chosen_allocator
+
+    try:
+        run_under_chosen_allocator(sys.argv[1:])
+    except ValueError as err:
+        print(f"aptune: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main())
 
 
 if __name__ == "__main__":

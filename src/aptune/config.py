@@ -65,8 +65,11 @@ class PruneConfig:
     salience: str = "apt"  # apt | weight_gradient | magnitude | random
     kurtosis: bool | None = None  # None: the family's default (on for decoders)
     num_steps: int = 10  # pruning steps
-    start_step: int = 200  # salience collection starts; warm-up before
-    end_fraction: float = 0.5  # the last pruning step, as a fraction of training
+    # The window (start, end] of the pruning steps, as fractions of the run so that the defaults fit any length;
+    # start_step, when set, is the start as a step instead (the paper's 200).
+    start_fraction: float = 0.2  # salience collection starts; the adapters warm up before
+    start_step: int | None = None
+    end_fraction: float = 0.5  # the last pruning step
     warmup_fraction: float = 0.1  # density plateau after start, as a fraction of training
     mask_lr: float = 0.01  # soft mask step per training step
     round_to: int = 1  # round kept FFN / hidden sizes down to a multiple of this (faster matmuls)
@@ -76,6 +79,11 @@ class PruneConfig:
     # with before_tuning: refit the kept columns of every o / down the cut thins, by least squares on the next
     # calibration_batches batches, so that they write what the dense layer wrote (docs/method.md §D2)
     refit: bool = False
+
+    def window(self, total_steps: int) -> tuple[int, int]:
+        """The pruning window ``(start, end]`` in steps of a run of ``total_steps``."""
+        start = self.start_step if self.start_step is not None else int(self.start_fraction * total_steps)
+        return start, int(self.end_fraction * total_steps)
 
     @property
     def cuts_before_tuning(self) -> bool:
@@ -88,6 +96,10 @@ class RankConfig:
     strategy: str = "salience"  # salience | uniform | none
     budget_ratio: float = 4.0  # tuning parameters at the last pruning step / initial
     max_rank_ratio: float = 8.0  # rank cap / initial rank
+
+
+# experiment trackers a run can write its metrics to (train.report_to; aptune.train.trackers writes them)
+TRACKERS = ("tensorboard", "mlflow", "trackio")
 
 
 @dataclass
@@ -106,6 +118,9 @@ class TrainConfig:
     seed: int = 42
     threads: int | None = None
     gradient_checkpointing: bool = False  # recompute each layer's activations in backward (transformers' own)
+    skip_memory_check: bool = False  # start even when the planned peak exceeds the free memory (train/preflight.py)
+    # experiment trackers that also receive the metrics, written into output_dir (aptune.train.trackers)
+    report_to: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -241,6 +256,7 @@ _RULES: dict[str, _Rule] = {
     "prune.density": _IN_0_1_OPEN_CLOSED,
     "prune.salience": _one_of(SCORERS),
     "prune.num_steps": _AT_LEAST_1,
+    "prune.start_fraction": _IN_0_1_CLOSED_OPEN,
     "prune.start_step": _AT_LEAST_0,
     "prune.end_fraction": _IN_0_1_OPEN_CLOSED,
     "prune.warmup_fraction": _IN_0_1_CLOSED_OPEN,
@@ -265,6 +281,8 @@ _RULES: dict[str, _Rule] = {
     "train.checkpoint_every": _AT_LEAST_0,
     "train.seed": _AT_LEAST_0,
     "train.threads": _AT_LEAST_1,
+    "train.report_to": (f"be a list of {', '.join(TRACKERS)} (pip install \"aptune[track]\")",
+                        lambda v: set(v) <= set(TRACKERS)),
 }
 
 
@@ -302,7 +320,8 @@ _HELP: dict[str, str] = {
     "prune.salience": "how blocks are scored: apt (activation x gradient, outlier-aware), weight_gradient, magnitude, random",
     "prune.kurtosis": "add the outlier (kurtosis) term to apt salience (null: on for decoders, off for encoders)",
     "prune.num_steps": "how many pruning steps the density is reached in",
-    "prune.start_step": "the step salience collection starts; the steps before it warm the adapters up",
+    "prune.start_fraction": "salience collection starts after this fraction of train.steps; the adapters warm up before",
+    "prune.start_step": "the start as a step instead of a fraction (null: prune.start_fraction decides)",
     "prune.end_fraction": "the last pruning step, as a fraction of train.steps",
     "prune.warmup_fraction": "a density plateau after the start, as a fraction of train.steps",
     "prune.mask_lr": "how far the soft masks move toward the next keep set per step",
@@ -335,6 +354,9 @@ _HELP: dict[str, str] = {
     "train.seed": "the seed of data order, initialisation and sampling: the same seed gives the same run",
     "train.threads": "CPU threads for torch (null: torch's default)",
     "train.gradient_checkpointing": "recompute each layer in the backward pass: less activation memory, more time",
+    "train.skip_memory_check": "start even when the planned peak memory exceeds what the machine has free",
+    "train.report_to": ("experiment trackers that also get the metrics, written into output_dir: tensorboard, mlflow, "
+                        "trackio (e.g. [tensorboard, mlflow]; empty: none)"),
     "export.dtype": "the export's dtype (null: the base's, model.dtype)",
 }
 
@@ -429,26 +451,54 @@ def _check_type(value: Any, hint: Any, key: str) -> None:
 
 
 def _check_schedule(steps: int, prune: "PruneConfig") -> None:
-    """The pruning window ``(prune.start_step, prune.end_fraction * train.steps]`` must lie in the run and hold
-    at least one step per pruning step (rank growth follows the same steps, so this holds with pruning off)."""
+    """The pruning window ``(start, end]`` (``PruneConfig.window``) must lie in the run and hold at least one step
+    per pruning step (rank growth follows the same steps, so this holds with pruning off). The error says what
+    would fit: the smallest train.steps that holds the schedule as configured, or the values to change."""
     if steps == 0:  # evaluate and export only: there is no schedule
         return
-    start, count = prune.start_step, prune.num_steps
-    if start >= steps:
-        raise ValueError(f"prune.start_step={start} is past train.steps={steps}; set prune.start_step below {steps}")
-    end = int(prune.end_fraction * steps)
-    where = f"prune.end_fraction={prune.end_fraction} x train.steps={steps}"
+    problem = _window_problem(steps, prune)
+    if problem is None:
+        return
+    least = _least_steps(prune)
+    if least is None:
+        raise ValueError(f"{problem}; no number of train.steps holds this schedule")
+    raise ValueError(f"{problem}; the shortest run that holds this schedule has train.steps={least}")
+
+
+def _window_problem(steps: int, prune: "PruneConfig") -> str | None:
+    """What keeps the pruning window of a ``steps``-step run from holding ``prune.num_steps`` steps (None: nothing)."""
+    start, end = prune.window(steps)
+    count = prune.num_steps
+    if start >= steps:  # only a fixed start can be: a start fraction lies below 1
+        return f"prune.start_step={start} is past train.steps={steps}; set prune.start_step below {steps}"
+    begins = (f"prune.start_step={start}" if prune.start_step is not None
+              else f"prune.start_fraction={prune.start_fraction} x train.steps={steps}")
+    ends = f"prune.end_fraction={prune.end_fraction} x train.steps={steps}"
     if end <= start:
         least = math.ceil((start + 1) / steps * 1000) / 1000  # rounded up, so the product reaches start + 1
         fixes = f"set prune.end_fraction to at least {least:g}" if least <= 1 else "train longer"
         if end >= 1:
-            fixes += f" or prune.start_step below {end}"
-        raise ValueError(f"the pruning window ends at step {end} ({where}), not after prune.start_step={start}; "
-                         f"{fixes}")
+            fixes += f" or start before step {end}"
+        return f"the pruning window ends at step {end} ({ends}), not after its start at step {start} ({begins}); {fixes}"
     if end - start < count:
-        raise ValueError(f"prune.num_steps={count} pruning steps do not fit in the pruning window ({start}, {end}] "
-                         f"(prune.start_step={start}, {where}), which holds {end - start} steps; set "
-                         f"prune.num_steps to at most {end - start}, or widen the window")
+        return (f"prune.num_steps={count} pruning steps do not fit in the pruning window ({start}, {end}] ({begins}, "
+                f"{ends}), which holds {end - start} steps; set prune.num_steps to at most {end - start}, or widen "
+                "the window")
+    return None
+
+
+def _least_steps(prune: "PruneConfig", tries: int = 100_000) -> int | None:
+    """The smallest train.steps whose window holds the schedule as configured (None: no run length does).
+
+    The window (start, end] can hold at most (end_fraction - start_fraction) x steps + 1 steps, or end_fraction x
+    steps - start_step with a fixed start, so no run shorter than that bound fits; the floors of the fractions
+    then cost at most a few steps more, found by trying the lengths from the bound up."""
+    gain = prune.end_fraction - (0.0 if prune.start_step is not None else prune.start_fraction)
+    if gain <= 0:
+        return None
+    fixed = prune.start_step if prune.start_step is not None else -1
+    bound = max(1, math.floor((prune.num_steps + fixed) / gain))
+    return next((steps for steps in range(bound, bound + tries) if _window_problem(steps, prune) is None), None)
 
 
 def _check_refit(prune: "PruneConfig") -> None:

@@ -421,8 +421,9 @@ def _pruning_schedule(p, total_steps: int) -> PruningSchedule:
     if total_steps == 0:  # evaluate and export only: the untuned model (after the one cut, with before_tuning)
         density = p.density if p.enabled else 1.0
         return PruningSchedule(0, 0, 0, 0, start_density=density, target_density=density)
+    start, end = p.window(total_steps)
     return PruningSchedule.build(
-        total_steps=total_steps, start=p.start_step, end=int(p.end_fraction * total_steps),
+        total_steps=total_steps, start=start, end=end,
         num_prunings=p.num_steps, target_density=p.density if p.enabled else 1.0,
         # pruned once before tuning: the schedule then only carries the rank-growth steps
         start_density=p.density if p.cuts_before_tuning else 1.0,

@@ -11,6 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from aptune import allocator
+
 
 def _git_sha(folder: Path) -> tuple[str, bool | None]:
     """The commit of the checkout ``folder`` lies in and whether it has uncommitted changes."""
@@ -63,5 +65,5 @@ def meta_info() -> dict:
         "versions": {"aptune": _version("aptune"), "torch": _version("torch"),
                      "transformers": _version("transformers"), "accelerate": _version("accelerate")},
         "python": platform.python_version(), "platform": platform.platform(), "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(), "gpus": _gpu_names(),
+        "cpu_count": os.cpu_count(), "gpus": _gpu_names(), "allocator": allocator.current(),
     }

@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from aptune.bench.memory import TrainingMemory, peak_forward_bytes
-from aptune.config import APTConfig
+from aptune.config import APTConfig, RunConfig
 from aptune.distill.self_distill import TEACHER_BLOCKS, TRANSFORM_RANK
 from aptune.method import APT
 from aptune.model import AdapterConfig, APTModel
-from aptune.models.loading import auto_class
+from aptune.models.loading import is_aptune_export, auto_class, resolve_model_source
 from aptune.tuning.rank_allocator import grow_ranks, tuning_params
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -79,8 +80,10 @@ class Architecture:
 def build_on_meta(config, head: str, targets: list[str] | None = None, rank: int = 8) -> APTModel:
     """The model of ``config`` (a ``transformers`` config) with its task head, wrapped for APT, on the meta
     device: shapes and counts only."""
+    # an aptune export's config names its own classes (auto_map), which build the pruned shapes
+    exported = getattr(config, "aptune_structure", None) is not None
     with torch.device("meta"):
-        model = auto_class(head).from_config(config)
+        model = auto_class(head).from_config(config, trust_remote_code=exported)
     return APTModel(model, AdapterConfig(list(targets or []), rank))
 
 
@@ -202,6 +205,44 @@ def _layer_shapes(arch: Architecture, kept: dict | None) -> list[tuple[int, int,
 
 
 # ------------------------------------------------------------------------------------------ the plan
+
+
+# ------------------------------------------------------------------------------------------ a run config
+
+
+def load_model_config(model: str):
+    """The ``transformers`` config of a short name, folder, GGUF file or config file (no weights read)."""
+    from transformers import AutoConfig
+
+    path = Path(model)
+    if path.is_file() and path.suffix == ".json":
+        return AutoConfig.from_pretrained(str(path))
+    source = resolve_model_source(model)
+    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    # an aptune export names its own config class (modeling_aptune.py), as load_model reads it
+    return AutoConfig.from_pretrained(source.path, trust_remote_code=is_aptune_export(source.path), **kwargs)
+
+
+def plan_settings(config: RunConfig, dtype: str, device: str) -> PlanSettings:
+    """What the planner needs of a run config, for one dtype of the frozen base."""
+    return PlanSettings(density=config.prune.density if config.prune.enabled else 1.0,
+                        batch_size=config.train.batch_size, seq_len=config.data.max_length, dtype=dtype,
+                        rank=config.adapter.rank, targets=list(config.adapter.targets),
+                        budget_ratio=config.rank.budget_ratio, distill=config.distill.enabled,
+                        recover_teacher=config.recover.enabled,
+                        gradient_checkpointing=config.train.gradient_checkpointing, device=device)
+
+
+def plan_run(config: RunConfig, dtype: str, device: str, model_config=None) -> dict:
+    """The plan of the run ``config`` describes, with its frozen base in ``dtype`` (``model_config``: the model's
+    ``transformers`` config when already read)."""
+    head = config.model.head
+    apt = build_on_meta(model_config or load_model_config(config.model.name), head, targets=config.adapter.targets,
+                        rank=config.adapter.rank)
+    return plan(apt, describe(apt, head), plan_settings(config, dtype, device))
+
+
+# ------------------------------------------------------------------------------ the memory of one step
 
 
 @dataclass

@@ -72,13 +72,15 @@ def _slug(text: str) -> str:
 def _load(args, head: str):
     import torch
 
-    from aptune.models import load_model, load_tokenizer, resolve_device
+    from aptune.models import check_max_length, load_model, load_tokenizer, resolve_device
 
     # one invocation may need the same model twice (multiple choice, then --prompts): load it once
     loaded = vars(args).setdefault("_loaded", {})
     if head not in loaded:
         tokenizer = load_tokenizer(args.model)
         model = load_model(args.model, head=head, dtype=getattr(torch, args.dtype))
+        if args.max_length:
+            check_max_length(model.config, args.max_length, "--max-length")
         _warn_if_untrained(args, model)
         loaded[head] = model.to(resolve_device(args.device)), tokenizer
     return loaded[head]

@@ -11,6 +11,10 @@ in llama.cpp (``aptune.export.gguf``).
 A run stopped early (killed, out of time) leaves its checkpoints; this turns one of them into the same kind
 of export. CHECKPOINT is a checkpoint folder (``runs/x/checkpoints/step-0000400``) or a run folder (its
 latest checkpoint). The run's ``config.yaml`` says which model to rebuild.
+
+Every format writes beside its output and moves the result into place only once it is complete and checked
+(``aptune.export.staging``): a failed export leaves nothing, an earlier export of the same kind at ``--output``
+is replaced, anything else there is refused, and so is an output inside (or holding) what is exported.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hf: merged Hugging Face model (default); onnx: ONNX graph of an encoder export; "
                              "gguf: llama.cpp file of a LLaMA-family decoder export")
     parser.add_argument("--quantize", choices=("int8",) + GGUF_QUANTIZATIONS,
-                        help="--format onnx: int8, ONNX Runtime's dynamic quantisation (model.int8.onnx); "
+                        help="--format onnx: int8, ONNX Runtime's dynamic quantisation (model_quantized.onnx); "
                              "--format gguf: a llama.cpp type, written beside the file (NAME.<type>.gguf)")
     parser.add_argument("--dtype", choices=("float16", "float32"),
                         help="--format gguf: the file's weight type (default float16); float32 is checked to "
@@ -103,7 +107,8 @@ def run_onnx(args: argparse.Namespace) -> int:
 
 
 def run_gguf(args: argparse.Namespace) -> int:
-    from aptune.export.gguf import FFN_MULTIPLE, TOLERANCE, check_gguf, load_decoder, quantize_gguf, write_gguf
+    from aptune.export import gguf
+    from aptune.export.staging import is_gguf_file, staged
 
     if args.quantize not in (None,) + GGUF_QUANTIZATIONS:
         raise ValueError(f"--quantize {args.quantize} is ONNX's (--format onnx); GGUF takes "
@@ -111,26 +116,57 @@ def run_gguf(args: argparse.Namespace) -> int:
     if args.output.suffix != ".gguf":
         raise ValueError(f"--output {args.output}: --format gguf writes one file; name it NAME.gguf")
     source = find_export(args.checkpoint)
-    model, tokenizer = load_decoder(source)
+    gguf.require_decoder(source)  # before the outputs are checked: the wrong format is the first thing to say
+    outputs = [args.output] + ([args.output.with_suffix(f".{args.quantize}.gguf")] if args.quantize else [])
     dtype = args.dtype or "float16"
-    multiple = FFN_MULTIPLE if args.ffn_multiple is None else args.ffn_multiple
-    report = write_gguf(source, args.output, dtype=dtype, pad_empty=args.pad_empty, model=model, tokenizer=tokenizer,
-                        ffn_multiple=multiple)
+    multiple = gguf.FFN_MULTIPLE if args.ffn_multiple is None else args.ffn_multiple
+    # both files are written and checked beside the outputs; a failed check leaves neither (staging)
+    with staged(outputs, previous=is_gguf_file, kind="GGUF", folder=False) as paths:
+        model, tokenizer = gguf.load_decoder(source)
+        report = gguf.write_gguf(source, paths[0], dtype=dtype, pad_empty=args.pad_empty, model=model,
+                                 tokenizer=tokenizer, ffn_multiple=multiple)
+        # float32 must match to the logit; float16 rounds every weight, so its difference is reported, not judged
+        check = gguf.check_gguf(paths[0], model, tokenizer, rtol=gguf.RTOL if dtype == "float32" else None)
+        if args.quantize:
+            gguf.quantize_gguf(paths[0], paths[1], args.quantize)
+            quantized = gguf.check_gguf(paths[1], model, tokenizer, rtol=None)
     for problem in report["padded"]:
         print(f"padded with zero weights: {problem}")
     if report["zero_ffn_neurons"]:
         print(f"FFN widths padded to multiples of {multiple}: {report['zero_ffn_neurons']} zero neurons")
-    # float32 must match to the logit; float16 rounds every weight, so its difference is reported, not judged
-    check = check_gguf(args.output, model, tokenizer, tolerance=TOLERANCE if dtype == "float32" else None)
     print(f"exported {source} to {args.output} ({dtype}): llama.cpp vs transformers, prompt tokens "
-          f"{'identical' if check['prompt_tokens_equal'] else 'differ'}, max |logit difference| "
-          f"{check['max_abs_logit_diff']:.1e}, greedy tokens {'identical' if check['greedy_equal'] else 'differ'}")
+          f"{'identical' if check['prompt_tokens_equal'] else 'differ'}, {_logit_difference(check)}, greedy tokens "
+          f"{'identical' if check['greedy_equal'] else 'differ'}")
     if args.quantize:
-        quantized = quantize_gguf(args.output, args.output.with_suffix(f".{args.quantize}.gguf"), args.quantize)
-        check = check_gguf(quantized, model, tokenizer, tolerance=None)
-        print(f"{args.quantize}: {quantized}, max |logit difference| {check['max_abs_logit_diff']:.2f}, greedy "
-              f"tokens {'identical' if check['greedy_equal'] else 'differ'}")
+        print(f"{args.quantize}: {outputs[1]}, {_logit_difference(quantized)}, greedy tokens "
+              f"{'identical' if quantized['greedy_equal'] else 'differ'}")
     return 0
+
+
+def _logit_difference(check: dict) -> str:
+    """The checked difference as absolute and relative to the logits' scale (what the float32 check judges)."""
+    return (f"max |logit difference| {check['max_abs_logit_diff']:.1e} ({check['relative_logit_diff']:.1e} of the "
+            f"largest |logit|, {check['max_abs_logit']:.1f})")
+
+
+def check_hf_output(checkpoint: Path, output: Path) -> None:
+    """Refuse an ``--output`` that would write into what is exported: the checkpoint folder, the run folder
+    itself or its ``checkpoints/`` (a folder such as ``runs/x/export`` beside them is fine)."""
+    from aptune.export.staging import check_separate
+
+    is_checkpoint = (checkpoint / "trainer_state.json").is_file()
+    run_dir = checkpoint.parent.parent if is_checkpoint else checkpoint
+    if Path(output).resolve() == run_dir.resolve():
+        raise ValueError(f"--output {output} is the run folder {run_dir}; the output must be another folder, for "
+                         f"example {run_dir / 'export'} (replaced if it holds an export already)")
+    example = run_dir / f"export-{checkpoint.name}" if is_checkpoint else run_dir / "export"
+    if is_checkpoint:
+        check_separate(checkpoint, output, "the checkpoint", example)
+    check_separate(run_dir / "checkpoints", output, "the run's checkpoint folder", example)
+
+
+def is_hf_export(folder: Path) -> bool:
+    return (folder / "aptune_structure.json").is_file()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,10 +177,12 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "onnx" or args.quantize:
         return run_onnx(args)
     from aptune.config import load_config
+    from aptune.export.staging import staged
     from aptune.models import load_tokenizer
     from aptune.train.checkpoint import restore_model
     from aptune.train.recipe import build_model, export_dtype
 
+    check_hf_output(args.checkpoint, args.output)
     folder = find_checkpoint(args.checkpoint)
     run_dir = folder.parent.parent
     if not (run_dir / "config.yaml").is_file():
@@ -152,15 +190,16 @@ def run(args: argparse.Namespace) -> int:
                                 "beside the run's config.yaml")
     config = load_config(run_dir / "config.yaml")
     state = json.loads((folder / "trainer_state.json").read_text())
-    model = build_model(config, state.get("num_labels"), state.get("label_names", []))
-    restore_model(model, folder)
-    if not model.state.is_binary():
-        raise ValueError(f"{folder} was saved while the masks were moving toward a pruning step (soft values); "
-                         "export a checkpoint taken outside a mask-decay window, or the finished run's export")
-    out = model.export(args.output, tokenizer=load_tokenizer(config.model.name),
-                       card={"base_model": config.model.name, "task": config.data.task, "config": config.to_dict(),
-                             "command": f"aptune export {args.checkpoint} --output {args.output}"},
-                       dtype=export_dtype(config))
+    with staged([args.output], previous=is_hf_export, kind="Hugging Face", folder=True) as (staging,):
+        model = build_model(config, state.get("num_labels"), state.get("label_names", []))
+        restore_model(model, folder)
+        if not model.state.is_binary():
+            raise ValueError(f"{folder} was saved while the masks were moving toward a pruning step (soft values); "
+                             "export a checkpoint taken outside a mask-decay window, or the finished run's export")
+        model.export(staging, tokenizer=load_tokenizer(config.model.name),
+                     card={"base_model": config.model.name, "task": config.data.task, "config": config.to_dict(),
+                           "command": f"aptune export {args.checkpoint} --output {args.output}"},
+                     dtype=export_dtype(config))
     print(f"exported {folder} (step {state['step']}, density {model.num_params() / model.original_params:.3f}) "
-          f"to {out}")
+          f"to {args.output}")
     return 0

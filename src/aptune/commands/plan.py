@@ -40,22 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. prune.density=0.7 train.batch_size=4")
 
 
-def load_model_config(model: str):
-    """The ``transformers`` config of a short name, folder, GGUF file or config file (no weights read)."""
-    from transformers import AutoConfig
-
-    from aptune.models import resolve_model_source
-
-    path = Path(model)
-    if path.is_file() and path.suffix == ".json":
-        return AutoConfig.from_pretrained(str(path))
-    source = resolve_model_source(model)
-    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-    return AutoConfig.from_pretrained(source.path, **kwargs)
-
-
 def run(args: argparse.Namespace) -> int:
-    from aptune.bench.planner import build_on_meta, describe, plan
+    from aptune.bench.planner import build_on_meta, describe, load_model_config, plan, plan_settings
     from aptune.config import load_config
 
     config = load_config(args.config, args.overrides)
@@ -74,18 +60,6 @@ def run(args: argparse.Namespace) -> int:
             record["check"] = rows
         args.json.write_text(json.dumps(records, indent=1))
     return 0
-
-
-def plan_settings(config, dtype: str, device: str):
-    """What the planner needs of a run config, for one dtype of the frozen base."""
-    from aptune.bench.planner import PlanSettings
-
-    return PlanSettings(density=config.prune.density if config.prune.enabled else 1.0,
-                        batch_size=config.train.batch_size, seq_len=config.data.max_length, dtype=dtype,
-                        rank=config.adapter.rank, targets=list(config.adapter.targets),
-                        budget_ratio=config.rank.budget_ratio, distill=config.distill.enabled,
-                        recover_teacher=config.recover.enabled,
-                        gradient_checkpointing=config.train.gradient_checkpointing, device=device)
 
 
 def _check(model: str, head: str, settings) -> list[dict]:

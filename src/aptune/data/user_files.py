@@ -120,6 +120,8 @@ def read_table(path: str | Path, setting: str = "data.train_file") -> Table:
         raise FileNotFoundError(f"{setting}: {path} does not exist" if not path.exists()
                                 else f"{setting}: {path} is not a file")
     builder, options = file_format(path)
+    if builder != "parquet":
+        _check_utf8(path)
     _check_records(builder, path, options)
     try:
         rows, columns = _load_rows(builder, path, options)
@@ -152,6 +154,19 @@ def _quiet_progress(datasets) -> Iterator[None]:
     finally:
         if was_enabled:
             datasets.enable_progress_bars()
+
+
+def _check_utf8(path: Path) -> None:
+    """Text formats are read as UTF-8: a file in another encoding (Latin-1, Windows-1252 from a spreadsheet) is
+    refused by line, with the byte, instead of a decoder error that names no file."""
+    with path.open("rb") as handle:
+        for line, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataFormatError(path, line, f"is not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                                                  f"{err.start + 1}); save the file as UTF-8, e.g. "
+                                                  f"iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}") from None
 
 
 def _check_records(builder: str, path: Path, options: dict[str, Any]) -> None:

@@ -1,9 +1,10 @@
 """Write an exported model folder.
 
 The folder holds ``model.safetensors``, ``config.json`` (original dimensions + ``aptune_structure`` +
-``auto_map``), ``modeling_aptune.py`` (this package's file made self-contained by :func:`modeling_source`),
-the tokenizer and ``aptune_structure.json`` (kept heads/neurons/dimensions by original index, adapter ranks,
-parameter count).
+``auto_map``; the stock ``model_type``, so that ``AutoConfig`` and ``AutoTokenizer`` load the folder without
+asking to run its code), ``modeling_aptune.py`` (this package's file made self-contained by
+:func:`modeling_source`), the tokenizer and ``aptune_structure.json`` (kept heads/neurons/dimensions by original
+index, adapter ranks, parameter count).
 
 Reload with plain transformers, no aptune needed::
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,7 +40,8 @@ _AUTO_NAMES = {
 def _auto_map(base_model_type: str, architecture: str) -> dict[str, str]:
     config_cls = next(
         name for name, cls in vars(modeling_aptune).items()
-        if name.endswith("Config") and getattr(cls, "model_type", None) == f"aptune_{base_model_type}"
+        # the Aptune config classes keep the stock model_type (see modeling_aptune._structured_config)
+        if name.startswith("Aptune") and name.endswith("Config") and getattr(cls, "model_type", None) == base_model_type
     )
     mapping = {"AutoConfig": f"modeling_aptune.{config_cls}"}
     stem = config_cls[len("Aptune"):-len("Config")]  # e.g. "Bert"
@@ -73,7 +76,7 @@ def save_export(model: nn.Module, directory: str | Path, tokenizer=None, card: d
     config = json.loads(config_path.read_text())
     shape_record = {k: record[k] for k in ("format", "linears", "norms", "embeddings", "empty_attention", "t5_kept_heads")}
     config.update(
-        model_type=f"aptune_{base_type}",
+        model_type=base_type,  # stock: AutoConfig and AutoTokenizer load the folder without asking to run code
         aptune_base_model_type=base_type,
         architectures=[f"Aptune{architecture}"],
         auto_map=_auto_map(base_type, architecture),
@@ -89,6 +92,25 @@ def save_export(model: nn.Module, directory: str | Path, tokenizer=None, card: d
         tokenizer.save_pretrained(directory)
     write_model_card(directory, card or {})  # last: it reads config.json and aptune_structure.json
     return directory
+
+
+@dataclass(frozen=True)
+class ExportKind:
+    family: str  # aptune's family: "bert" (encoders), "llama" (decoders), "t5"
+    model_type: str  # the stock transformers type: "bert", "roberta", "llama", "qwen2"...
+    architecture: str  # the stock class: "BertForSequenceClassification", "LlamaForCausalLM"...
+
+
+def export_kind(directory: str | Path) -> ExportKind:
+    """What an export folder holds, read from its ``aptune_structure.json`` and ``config.json`` without loading
+    the model: so that a command can say which export it takes before it spends time loading the wrong one."""
+    directory = Path(directory)
+    family = json.loads((directory / "aptune_structure.json").read_text()).get("family", "")
+    config = json.loads((directory / "config.json").read_text())
+    # aptune 1.0 wrote "aptune_bert" as model_type; aptune_base_model_type has said "bert" throughout
+    model_type = config.get("aptune_base_model_type") or config.get("model_type", "").removeprefix("aptune_")
+    architecture = (config.get("architectures") or [""])[0].removeprefix("Aptune")
+    return ExportKind(family, model_type, architecture)
 
 
 def modeling_source() -> str:

@@ -99,13 +99,16 @@ def apply_structure(model: nn.Module, record: dict) -> None:
 # -------------------------------------------------------------------- configs and model classes
 
 
-def _structured_config(base_config_cls, model_type: str):
+def _structured_config(base_config_cls):
+    """The stock config class with the shape record. It keeps the stock ``model_type`` (``bert``, ``llama``...):
+    a ``config.json`` of a type transformers knows loads in ``AutoConfig`` and ``AutoTokenizer`` without asking
+    to run this file; ``trust_remote_code=True`` picks these classes through the folder's ``auto_map``."""
+
     class Config(base_config_cls):
         def __init__(self, aptune_structure: dict | None = None, **kwargs):
             super().__init__(**kwargs)
             self.aptune_structure = aptune_structure or {}
 
-    Config.model_type = model_type
     Config.__name__ = Config.__qualname__ = f"Aptune{base_config_cls.__name__}"
     return Config
 
@@ -136,8 +139,8 @@ def _build_classes():
         "t5": ("T5Config", ["T5Model", "T5ForConditionalGeneration", "T5EncoderModel"]),
     }
     made = {}
-    for model_type, (config_name, model_names) in table.items():
-        config_cls = _structured_config(getattr(tf, config_name), f"aptune_{model_type}")
+    for config_name, model_names in table.values():
+        config_cls = _structured_config(getattr(tf, config_name))
         made[config_cls.__name__] = config_cls
         for model_name in model_names:
             model_cls = _structured_model(getattr(tf, model_name), config_cls)

@@ -18,6 +18,10 @@ What goes where:
   ``metric_for_best_model`` refreshes the distillation teacher on a new best.
 * ``create_optimizer``: the distillation transform's tensors join the Trainer's optimizer, and gradient
   clipping covers them too.
+* ``log``: every training log also holds the model's size (``density``, ``kept_density``, ``params``,
+  ``tuning_params``), and each pruning step is logged (``prune/density``, ``prune/tuning_params``,
+  ``prune/rank_max`` ...), so the integrations of ``TrainingArguments.report_to`` (TensorBoard, MLflow, Trackio,
+  W&B) and ``state.log_history`` get aptune's events with the Trainer's own.
 
 One process only: physical pruning changes the model's tensors, which a DDP wrapper cannot follow; several
 processes train through ``accelerate launch -m aptune train`` (docs/design.md). Trainer checkpoints hold
@@ -32,7 +36,9 @@ import logging
 from transformers import Trainer, TrainerCallback
 from transformers.utils import find_labels
 
-from aptune.method import APT
+from aptune.method import APT, PruningEvent
+from aptune.train.trackers import scalars
+from aptune.tuning.rank_allocator import tuning_params
 
 logger = logging.getLogger("aptune")
 
@@ -40,13 +46,18 @@ logger = logging.getLogger("aptune")
 class APTCallback(TrainerCallback):
     """Drives an :class:`APT` from the Trainer's events (see the module docstring).
 
+    Args:
+        log: where each pruning step's scalars go (:class:`APTTrainer` passes its ``log``, which hands them to
+            the ``report_to`` integrations); None: only the ``aptune`` logger hears of them.
+
     Attributes:
         events: the :class:`aptune.method.PruningEvent` of every pruning step so far.
     """
 
-    def __init__(self, apt: APT):
+    def __init__(self, apt: APT, log=None):
         self.apt = apt
         self.events = []
+        self.log = log
 
     def on_step_end(self, args, state, control, optimizer=None, **kwargs):
         self.apt.zero_grad()  # the Trainer zeroed the model's gradients; the transform's must go too
@@ -55,6 +66,10 @@ class APTCallback(TrainerCallback):
             self.events.append(event)
             logger.info("aptune: pruning step %d/%d at step %d: density %.3f, removed %s, tuning params %d",
                         event.k, event.num_steps, event.step, event.density, event.removed, event.tuning_params)
+            if self.log is not None:
+                due = control.should_log  # logging clears the flag, and this step's training log is still due
+                self.log(pruning_logs(event))
+                control.should_log = due
         return control
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
@@ -83,11 +98,18 @@ class APTTrainer(Trainer):
             raise ValueError("APTTrainer runs in one process: physical pruning changes the tensors a DDP wrapper "
                              "holds. For several processes use `accelerate launch -m aptune train --config ...`")
         self.apt = apt
-        self.apt_callback = APTCallback(apt)
+        self.apt_callback = APTCallback(apt, log=self.log)
         self.add_callback(self.apt_callback)
         self.model_accepts_loss_kwargs = False  # the loss is a per-batch mean, as in `aptune train`
         if self.args.label_names is None:  # the wrapper's forward hides the stock model's label arguments
             self.label_names = find_labels(type(apt.model.model))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log: the model's size at this step too, as `aptune train`'s metrics lines
+            model = self.apt.model
+            logs = {**logs, "density": self.apt.density(), "kept_density": self.apt.kept_density(),
+                    "params": model.num_params(), "tuning_params": tuning_params(model)}
+        super().log(logs, start_time)
 
     def _set_signature_columns_if_needed(self):
         # the columns a data set may keep are the stock model's forward arguments, not the wrapper's (*args, **kwargs)
@@ -121,3 +143,14 @@ class APTTrainer(Trainer):
         if extra:  # the distillation transform lives beside the model
             optimizer.add_param_group({"params": extra, "weight_decay": self.args.weight_decay})
         return optimizer
+
+
+def pruning_logs(event: PruningEvent) -> dict[str, float]:
+    """A pruning step as flat scalars for the Trainer's log: ``prune/density``, ``prune/removed/<kind>`` ... and
+    the adapters' ranks summarised (``prune/rank_max``, ``prune/rank_mean``; one scalar per adapter would flood the
+    Trainer's printed logs, ``aptune train``'s metrics.jsonl has them all)."""
+    ranks = list(event.ranks.values())
+    record = {"k": event.k, "density": event.density, "target_density": event.target_density, "params": event.params,
+              "tuning_params": event.tuning_params, "removed": event.removed,
+              "rank_max": max(ranks, default=0), "rank_mean": sum(ranks) / len(ranks) if ranks else 0.0}
+    return scalars(record, "prune")

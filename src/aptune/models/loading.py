@@ -202,7 +202,7 @@ def load_model(
         kwargs["num_labels"] = num_labels
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
-    kwargs.setdefault("trust_remote_code", _is_aptune_export(source.path))
+    kwargs.setdefault("trust_remote_code", is_aptune_export(source.path))
     return_info = kwargs.pop("output_loading_info", False)
     model, info = cls.from_pretrained(source.path, dtype=dtype, output_loading_info=True, **kwargs)
     model._aptune_untrained_head = _newly_initialised_head(model, info) if head != "base" else ()
@@ -210,6 +210,31 @@ def load_model(
         _clear_quantizer_flags(model)
     model.eval()
     return (model, info) if return_info else model
+
+
+# Families whose position ids start after the padding id (RoBERTa's offset): max_position_embeddings counts those
+_POSITION_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert")
+
+
+def max_positions(config) -> int | None:
+    """The longest sequence a model of ``config`` (its ``transformers`` config) has position embeddings, or a
+    trained context, for; None when it states no limit (T5's relative positions)."""
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if limit is None:
+        return None
+    base_type = getattr(config, "aptune_base_model_type", getattr(config, "model_type", ""))
+    if base_type in _POSITION_OFFSET_TYPES:
+        limit -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return int(limit)
+
+
+def check_max_length(config, max_length: int, setting: str = "data.max_length") -> None:
+    """Refuse a sequence length a model of ``config`` has no positions for, before a long text fails inside its
+    embeddings."""
+    limit = max_positions(config)
+    if limit is not None and max_length > limit:
+        raise ValueError(f"{setting}={max_length} is longer than the {limit} positions of the model "
+                         f"({getattr(config, 'model_type', 'unknown type')}); set {setting} to at most {limit}")
 
 
 def untrained_head(model) -> tuple[str, ...]:
@@ -237,12 +262,12 @@ def load_tokenizer(name_or_path: str | os.PathLike, **kwargs):
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
     # an export's config names its own classes (auto_map): without this, transformers asks on stdin
-    kwargs.setdefault("trust_remote_code", _is_aptune_export(source.path))
+    kwargs.setdefault("trust_remote_code", is_aptune_export(source.path))
     tokenizer = AutoTokenizer.from_pretrained(source.path, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer
 
 
-def _is_aptune_export(path: str) -> bool:
+def is_aptune_export(path: str) -> bool:
     return (Path(path) / "aptune_structure.json").exists()

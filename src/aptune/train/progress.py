@@ -12,14 +12,18 @@ from tqdm.auto import tqdm
 
 
 class JsonlLog:
-    """One JSON object per line: the run's metrics file."""
+    """One JSON object per line: the run's metrics file. ``trackers`` (an :class:`aptune.train.trackers.Trackers`,
+    set once they are open) get every record with a step too."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, trackers=None):
         self.file = path.open("a")
+        self.trackers = trackers
 
     def write(self, **record) -> None:
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
+        if self.trackers is not None and "step" in record:
+            self.trackers.log(record, record["step"])
 
 
 def _clock(seconds: float) -> str:

@@ -13,6 +13,7 @@ instead of a DDP wrapper, which would have to be rebuilt after every physical cu
 from __future__ import annotations
 
 import json
+import os
 import resource
 import time
 from dataclasses import dataclass, field
@@ -31,9 +32,11 @@ from aptune.models import load_model, load_tokenizer, resolve_dtype
 from aptune.provenance import meta_info
 from aptune.train.checkpoint import (config_differences, latest_intact_checkpoint, restore_loop, restore_method,
                                      restore_model, save_checkpoint)
+from aptune.train.preflight import preflight
 from aptune.train.progress import JsonlLog, Progress
 from aptune.train.run_folder import claim, truncate_log
 from aptune.train.tasks import TrainTask, load_train_task, set_label_names
+from aptune.train.trackers import Trackers
 from aptune.tuning.rank_allocator import tuning_params
 
 
@@ -76,14 +79,25 @@ def train(config: RunConfig, command: str | None = None, stop_after: int | None 
         stop_after: stop, as if crashed, after writing a checkpoint at this step (tests of resume use it).
     """
     proc = PartialState(cpu=not torch.cuda.is_available())
+    # an unknown tracker or a missing package fails on every process before anything is written; the main one opens
+    trackers = Trackers(config.train.report_to)
+    # before anything is written: a run that cannot work leaves no trace. Processes on one CPU machine share its
+    # RAM; on GPUs each has its own device.
+    sharing = int(os.environ.get("LOCAL_WORLD_SIZE", proc.num_processes)) if proc.device.type == "cpu" else 1
+    for line in preflight(config, proc.device, sharing):
+        proc.print(f"[aptune] {line}")
     out = Path(config.output_dir)
     # the run folder is this run's until it returns or fails (train/run_folder.py); other processes follow the main
     lock = claim(out, config.train.resume, config.train.overwrite) if proc.is_main_process else None
     try:
-        run = setup(config, proc, out)
+        run = setup(config, proc, out, trackers)
         stopped_at = loop(run, stop_after)
         return {"stopped_at": stopped_at} if stopped_at is not None else save(run, command)
+    except BaseException:
+        trackers.close(failed=True)
+        raise
     finally:
+        trackers.close()
         if lock is not None:
             lock.close()
 
@@ -91,10 +105,11 @@ def train(config: RunConfig, command: str | None = None, stop_after: int | None 
 # --------------------------------------------------------------------------------------------- setup
 
 
-def setup(config: RunConfig, proc, out: Path) -> Run:
+def setup(config: RunConfig, proc, out: Path, trackers: Trackers | None = None) -> Run:
     """Data, model, method, a resumed or calibrated state, optimizer and LR schedule, in this order (the
     order of random draws is part of a seeded run's result). ``proc``: accelerate's ``PartialState`` (one
-    process, or one of several under ``accelerate launch``: gloo on CPU-only machines, NCCL on GPUs)."""
+    process, or one of several under ``accelerate launch``: gloo on CPU-only machines, NCCL on GPUs).
+    ``trackers``: opened on the main process once the resume step is known, before the first record."""
     out.mkdir(parents=True, exist_ok=True)
     if proc.is_main_process:
         config.save(out / "config.yaml")
@@ -114,6 +129,10 @@ def setup(config: RunConfig, proc, out: Path) -> Run:
         (out / "schedule.json").write_text(json.dumps(apt.schedules(), indent=1))
     run = Run(config, out, proc, log, tokenizer, task, shard, batches, apt)
     resumed = _restore_model_and_method(run)
+    if trackers is not None and trackers.names and proc.is_main_process:
+        trackers.open(out, config.to_dict(), resumed_at=resumed[1]["step"] if resumed else None)
+        log.trackers = trackers
+        proc.print(f"[aptune] {trackers.line(out)}")
     run.start_time = time.perf_counter() - (resumed[1]["wall"] if resumed else 0.0)
     if resumed is None:
         _prune_before_tuning(run)  # on the clock: the cut's calibration passes are part of the training cost
@@ -185,7 +204,7 @@ def _restore_model_and_method(run: Run) -> tuple[Path, dict] | None:
 
 
 # train keys a resume may change
-RESUME_MAY_CHANGE = ("resume", "overwrite", "threads", "checkpoint_every")
+RESUME_MAY_CHANGE = ("resume", "overwrite", "threads", "checkpoint_every", "report_to")
 
 
 def resumable_config(config: RunConfig) -> dict:

@@ -3,9 +3,9 @@
 * :func:`claim` takes an exclusive lock on ``<output_dir>/.lock`` (``fcntl.flock``, released by the operating
   system when the process ends, even on a crash) and writes the holder's PID and start time into it, so a
   second run into the same folder fails at once and says who holds it.
-* A folder that already holds a run (its ``config.yaml``, ``metrics.jsonl``, ``summary.json``, ``export/`` or
-  ``checkpoints/``) is refused unless the run asks to continue it (``train.resume=true``) or to replace it
-  (``train.overwrite=true``, which removes those files first).
+* A folder that already holds a run (its ``config.yaml``, ``metrics.jsonl``, ``summary.json``, ``export/``,
+  ``checkpoints/`` or a tracker's folder) is refused unless the run asks to continue it (``train.resume=true``)
+  or to replace it (``train.overwrite=true``, which removes those files first).
 * :func:`truncate_log` cuts ``metrics.jsonl`` back to a checkpoint's step before a resumed run appends to it,
   so no step is logged twice.
 """
@@ -19,12 +19,15 @@ import shutil
 import time
 from pathlib import Path
 
+from aptune.train.trackers import FOLDERS as TRACKER_FOLDERS
+
 RUN_FILES = ("config.yaml", "metrics.jsonl", "schedule.json", "summary.json")
-RUN_FOLDERS = ("export", "checkpoints")
+RUN_FOLDERS = ("export", "checkpoints", *TRACKER_FOLDERS.values())  # and the folders train.report_to's trackers write
 
 
-class RunFolderBusy(RuntimeError):
-    """Another process holds the run folder's lock."""
+class RunFolderBusy(OSError):
+    """Another process holds the run folder's lock (an OSError, like the busy resource it is: the command line
+    reports it as the user's error, in one line)."""
 
 
 def previous_run_files(folder: Path) -> list[Path]:
