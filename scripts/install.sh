@@ -9,14 +9,14 @@
 # part, tests, examples, tools or server, which roughly halves the build on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# jemalloc, which `aptune train` runs under (src/aptune/allocator.py): glibc keeps the heap a run frees after its
+# tcmalloc, which `aptune train` runs under (src/aptune/allocator.py): glibc keeps the heap a run frees after its
 # cuts. Installed where this script may use the system's packages; elsewhere aptune says so and uses glibc.
-if ! ldconfig -p 2>/dev/null | grep -q libjemalloc; then
+if ! ldconfig -p 2>/dev/null | grep -q libtcmalloc; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    { apt-get install -y -q libjemalloc2 || { apt-get update -q && apt-get install -y -q libjemalloc2; }; } >/dev/null \
-      || echo "install.sh: libjemalloc2 not installed; aptune uses glibc"
+    { apt-get install -y -q libgoogle-perftools4 || { apt-get update -q && apt-get install -y -q libgoogle-perftools4; }; } \
+      >/dev/null || echo "install.sh: libgoogle-perftools4 (tcmalloc) not installed; aptune uses glibc"
   else
-    echo "install.sh: install jemalloc with your system's packages (libjemalloc2, jemalloc); aptune uses glibc until then"
+    echo "install.sh: install tcmalloc with your system's packages (libgoogle-perftools4, gperftools-libs); aptune uses glibc until then"
   fi
 fi
 python -m pip install --quiet "torch==2.13.0"

@@ -1,4 +1,4 @@
-"""`aptune train` runs under jemalloc where the machine has it (scripts/install.sh installs it), says so in the run's
+"""`aptune train` runs under tcmalloc where the machine has it (scripts/install.sh installs it), says so in the run's
 summary, and APTUNE_ALLOCATOR picks another; a wrong name is one line of error. Real processes: an allocator is
 chosen when a process starts."""
 
@@ -24,14 +24,14 @@ def _allocator_of(run) -> str:
     return json.loads((run / "summary.json").read_text())["provenance"]["allocator"]
 
 
-def test_a_run_goes_under_the_best_allocator_found_and_records_it(tiny_base, tmp_path):
+def test_a_run_goes_under_the_preferred_allocator_found_and_records_it(tiny_base, tmp_path):
     done = _train(tmp_path / "run", tiny_base)
     assert done.returncode == 0, done.stderr[-2000:]
-    # scripts/install.sh installs jemalloc where it may use the system's packages; elsewhere the next one found
-    expected = next((name for name in ("jemalloc", "tcmalloc") if allocator.find_library(name)), "glibc")
+    # scripts/install.sh installs tcmalloc where it may use the system's packages; elsewhere the next one found
+    expected = next((name for name in allocator.PREFERRED if allocator.find_library(name)), "glibc")
     assert _allocator_of(tmp_path / "run") == expected
     if expected == "glibc":  # none installed: one line says so, and the run goes on
-        assert "[aptune] allocator: glibc (jemalloc or tcmalloc not found" in done.stderr
+        assert "[aptune] allocator: glibc (tcmalloc or jemalloc not found" in done.stderr
 
 
 def test_the_allocator_can_be_chosen_and_a_wrong_name_is_one_line(tiny_base, tmp_path):
@@ -40,6 +40,6 @@ def test_the_allocator_can_be_chosen_and_a_wrong_name_is_one_line(tiny_base, tmp
     assert _allocator_of(tmp_path / "run") == "glibc"
     wrong = _train(tmp_path / "other", tiny_base, APTUNE_ALLOCATOR="mimalloc")
     assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
-    assert wrong.stderr.strip() == ("aptune: error: APTUNE_ALLOCATOR='mimalloc': choose one of jemalloc, tcmalloc, "
-                                    "glibc (unset: jemalloc, else tcmalloc, where installed)")
+    assert wrong.stderr.strip() == ("aptune: error: APTUNE_ALLOCATOR='mimalloc': choose one of tcmalloc, jemalloc, "
+                                    "glibc (unset: tcmalloc, else jemalloc, where installed)")
 

@@ -249,12 +249,22 @@ class APT:
             return self._pruning_step(optimizer)
         return None
 
+    @property
+    def has_teacher(self) -> bool:
+        """Self-distillation is on and its first teacher has been taken (at the first pruning step)."""
+        return self.config.distill.enabled and self.teacher_ready
+
+    def teacher_view(self):
+        """A context in which the model is the teacher as :meth:`compute_loss` runs it: the adapters' snapshot on
+        the unpruned backbone (masks off), in eval mode, without gradients; for measuring the teacher itself."""
+        return teacher_mode(self.model, masks=False)
+
     def report_score(self, score: float, higher_is_better: bool = True) -> bool:
         """Tell the method a dev score; on a new best the teacher becomes the current adapters. True if best."""
         improved = self.best is None or (score > self.best if higher_is_better else score < self.best)
         if improved:
             self.best = score
-            if self.config.distill.enabled and self.teacher_ready:
+            if self.has_teacher:
                 self._take_teacher()
         return improved
 

@@ -126,7 +126,7 @@ def run_yaml_text(plan: Plan, spec: RunSpec) -> str:
 
 
 def _train_info(summary: dict, records: list[dict], wall: float) -> dict:
-    events = [r for r in records if r.get("event") in ("prune", "eval_at_target")]
+    events = [r for r in records if r.get("event") in ("prune", "eval_at_target", "teacher_eval")]
     steps = [{k: r.get(k) for k in ("step", "loss", "lr", "mu", "params", "density", "tuning_params", "step_time",
                                     "peak_rss", "wall")} for r in records if "event" not in r]
     return {

@@ -323,6 +323,7 @@ def _after_pruning_step(run: Run, event: PruningEvent) -> None:
         _evaluate_at_target(run, event.step)
     if event.distillation_started:
         run.proc.print(f"[aptune] distillation starts at step {event.step} (teacher = snapshot of the adapters)")
+        _evaluate_teacher(run, event.step, None)
 
 
 def _evaluate_at_target(run: Run, step: int) -> None:
@@ -386,8 +387,24 @@ def evaluate(run: Run, done: int) -> dict[str, float]:
     run.history.append({"step": done, "wall": run.wall(), **metrics, "density": run.apt.density()})
     run.log.write(event="eval", step=done, wall=run.wall(), **metrics)
     run.proc.print(f"[aptune] step {done}: dev {run.task.primary_metric} {score:.4f}")
-    run.apt.report_score(score, run.task.higher_is_better)
+    if run.apt.report_score(score, run.task.higher_is_better) and run.apt.has_teacher:
+        _evaluate_teacher(run, done, score)  # a new best: the teacher was refreshed from it
     return metrics
+
+
+def _evaluate_teacher(run: Run, step: int, student: float | None) -> None:
+    """The teacher's own dev metric, each time it is taken or refreshed, beside the student's score that made it
+    the teacher (None for the first, taken at a pruning step). The teacher runs with the masks off, so it is not
+    the model whose score triggered it. A measurement, not training: off the clock, and the random state is put
+    back, so the run is the same to the bit with or without it."""
+    began = time.perf_counter()
+    with torch.random.fork_rng(devices=[]), run.apt.teacher_view():
+        metrics = _dev_metrics(run)
+    run.start_time += time.perf_counter() - began
+    name = run.task.primary_metric
+    run.log.write(event="teacher_eval", step=step, wall=run.wall(), student=student, **metrics)
+    trigger = f" (student {student:.4f})" if student is not None else ""
+    run.proc.print(f"[aptune] step {step}: teacher dev {name} {metrics[name]:.4f}{trigger}")
 
 
 # ---------------------------------------------------------------------------------------------- save
