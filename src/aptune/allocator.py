@@ -20,7 +20,6 @@ import os
 import sys
 from pathlib import Path
 
-CHOICES = ("tcmalloc", "jemalloc", "glibc")
 TRAINING_COMMANDS = ("train", "ablate")  # the commands whose memory grows with a run (the others start and end)
 # the shared libraries by allocator, in the order tried: Debian/Ubuntu, Fedora/RHEL, and a conda environment
 _LIBRARIES = {
@@ -28,6 +27,7 @@ _LIBRARIES = {
     "jemalloc": ("libjemalloc.so.2", "libjemalloc.so"),
 }
 PREFERRED = tuple(_LIBRARIES)  # tried in this order when APTUNE_ALLOCATOR is unset
+CHOICES = (*PREFERRED, "glibc")
 _FOLDERS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
 _REEXEC_MARK = "APTUNE_ALLOCATOR_SET"  # set in the re-executed process: never a second time
 

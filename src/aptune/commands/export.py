@@ -165,10 +165,6 @@ def check_hf_output(checkpoint: Path, output: Path) -> None:
     check_separate(run_dir / "checkpoints", output, "the run's checkpoint folder", example)
 
 
-def is_hf_export(folder: Path) -> bool:
-    return (folder / "aptune_structure.json").is_file()
-
-
 def run(args: argparse.Namespace) -> int:
     if args.format == "gguf":
         return run_gguf(args)
@@ -179,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
     from aptune.config import load_config
     from aptune.export.staging import staged
     from aptune.models import load_tokenizer
+    from aptune.models.loading import is_aptune_export
     from aptune.train.checkpoint import restore_model
     from aptune.train.recipe import build_model, export_dtype
 
@@ -190,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
                                 "beside the run's config.yaml")
     config = load_config(run_dir / "config.yaml")
     state = json.loads((folder / "trainer_state.json").read_text())
-    with staged([args.output], previous=is_hf_export, kind="Hugging Face", folder=True) as (staging,):
+    with staged([args.output], previous=is_aptune_export, kind="Hugging Face", folder=True) as (staging,):
         model = build_model(config, state.get("num_labels"), state.get("label_names", []))
         restore_model(model, folder)
         if not model.state.is_binary():

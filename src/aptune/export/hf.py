@@ -107,10 +107,14 @@ def export_kind(directory: str | Path) -> ExportKind:
     directory = Path(directory)
     family = json.loads((directory / "aptune_structure.json").read_text()).get("family", "")
     config = json.loads((directory / "config.json").read_text())
-    # aptune 1.0 wrote "aptune_bert" as model_type; aptune_base_model_type has said "bert" throughout
-    model_type = config.get("aptune_base_model_type") or config.get("model_type", "").removeprefix("aptune_")
     architecture = (config.get("architectures") or [""])[0].removeprefix("Aptune")
-    return ExportKind(family, model_type, architecture)
+    return ExportKind(family, base_model_type(config), architecture)
+
+
+def base_model_type(config: dict) -> str:
+    """The stock ``model_type`` of an export's ``config.json`` (read as a dict)."""
+    # aptune 1.0 wrote "aptune_bert" as model_type; aptune_base_model_type has said "bert" throughout
+    return config.get("aptune_base_model_type") or config.get("model_type", "").removeprefix("aptune_")
 
 
 def modeling_source() -> str:

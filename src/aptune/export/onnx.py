@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from aptune.export.hf import export_kind
+from aptune.export.hf import base_model_type, export_kind
 from aptune.export.staging import check_separate, staged
 from aptune.models.loading import load_model, load_tokenizer
 
@@ -112,8 +112,7 @@ def stock_config(config: dict) -> dict:
     """An export's ``config.json`` as the stock model's: its type and class without aptune's (``bert``,
     ``BertForSequenceClassification``), without ``auto_map`` and the shape record. Labels, sizes and the rest are
     kept: ONNX runtimes read the labels from it, and the graph, not the config, holds the pruned shapes."""
-    # aptune 1.0's exports said "aptune_bert" as model_type; aptune_base_model_type has said "bert" throughout
-    model_type = config.get("aptune_base_model_type") or config.get("model_type", "").removeprefix("aptune_")
+    model_type = base_model_type(config)
     config = {key: value for key, value in config.items()
               if key not in ("auto_map", "aptune_structure", "aptune_base_model_type")}
     config["model_type"] = model_type

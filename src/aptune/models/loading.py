@@ -269,5 +269,5 @@ def load_tokenizer(name_or_path: str | os.PathLike, **kwargs):
     return tokenizer
 
 
-def is_aptune_export(path: str) -> bool:
+def is_aptune_export(path: str | os.PathLike) -> bool:
     return (Path(path) / "aptune_structure.json").exists()
