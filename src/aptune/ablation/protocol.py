@@ -63,9 +63,10 @@ _RSS = ("the peak RSS (`ru_maxrss`) of the run's own `python -m aptune train` pr
 
 def _training_memory_here(sources: Sources) -> str:
     if sources.train_memory:
-        return ("*Training memory (model bytes)* = the bytes of parameters, gradients, optimizer state and "
-                "activations saved for backward at the training step where their sum peaks, as the runner records "
-                f"it (`train_info.memory`); machine-independent. Shown beside it, labelled RSS: {_RSS}.")
+        return (f"*Peak training memory (RSS)* = {_RSS}; it depends on the allocator, which each run records in its "
+                "provenance. Shown beside it, *training memory (model bytes)* = the bytes of parameters, gradients, "
+                "optimizer state and activations saved for backward at the training step where their sum peaks "
+                "(`train_info.memory`); machine-independent.")
     return (f"These results carry no model-byte measure (`train_info.memory`), so the only number is {_RSS}. "
             "CUDA `max_memory_allocated` is not recorded either, so GPU runs also show peak RSS.")
 

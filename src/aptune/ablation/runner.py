@@ -135,6 +135,7 @@ def _train_info(summary: dict, records: list[dict], wall: float) -> dict:
         "peak_rss_bytes": summary["peak_rss_bytes"],
         "peak_memory_kind": "cpu peak RSS of the training process",
         "memory": summary.get("memory"),  # bytes of params + grads + optimizer state + saved activations, peak step
+        "memory_breakdown": summary.get("memory_breakdown"),  # the process's bytes at its peak RSS, by holder
         "time_to_accuracy": None, "steps_to_accuracy": None,  # relative to full_finetune: computed by the report
         "curve": summary["history"], "steps": steps, "events": events,
         "pruning_accuracy": summary.get("pruning_accuracy"), "masks": summary.get("masks"),

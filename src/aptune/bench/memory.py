@@ -24,6 +24,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from aptune import allocator
+from aptune.bench.process import heap_in_use, reading, rss_now
+
 
 def _storage_key(tensor: torch.Tensor) -> tuple[int, int]:
     storage = tensor.untyped_storage()
@@ -165,3 +168,97 @@ def peak_forward_bytes(model: nn.Module, inputs: dict[str, torch.Tensor]) -> int
     peak = tracker.peak
     del out
     return peak
+
+
+# ------------------------------------------------------------------------- the process, at its peak
+
+
+def tensors_within(obj, depth: int = 4) -> list[torch.Tensor]:
+    """Tensors an object holds in its attributes, dicts, lists and tuples (``depth`` levels down); modules and
+    the objects they lead to are not followed (a scorer refers back to the model it scores)."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if depth == 0 or isinstance(obj, nn.Module) or obj is None or isinstance(obj, (str, bytes, int, float, bool)):
+        return []
+    if isinstance(obj, dict):
+        children = obj.values()
+    elif isinstance(obj, (list, tuple, set)):
+        children = obj
+    else:
+        children = getattr(obj, "__dict__", {}).values()
+    return [t for child in children for t in tensors_within(child, depth - 1)]
+
+
+def tensor_census(groups: dict[str, list[torch.Tensor]]) -> dict[str, int]:
+    """Bytes per group of the distinct storages behind its tensors; a storage counts once, in the first group that
+    holds it (so a teacher sharing the backbone's weights adds only its own tensors)."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensors in groups.items():
+        mine = {_storage_key(t) for t in tensors if t is not None and t.untyped_storage().nbytes() > 0}
+        out[name] = sum(nbytes for pointer, nbytes in mine if pointer not in seen)
+        seen |= {pointer for pointer, _ in mine}
+    return out
+
+
+class PeakBreakdown:
+    """Where the process's bytes are at its highest RSS: every tensor the run holds, by holder, beside what the
+    kernel and the allocator report (:func:`aptune.bench.process.reading`), so that the parts add up to the RSS.
+
+    :meth:`sample` reads the RSS and the allocator's bytes in use (microseconds); when either is above every earlier
+    sample it takes the full reading. Two are kept: ``peak``, at the highest RSS, and ``busiest``, at the most heap
+    in use (the tensors the peak was built for: the RSS keeps what they freed). The rows: tensors by holder
+    (``holders()`` names them; saved activations as :class:`SavedActivations` counted them), then
+    ``other_heap_in_use`` (allocated, not a tensor counted here: the interpreter's objects, the data, the
+    libraries' own heap), ``heap_free_held`` (heap the allocator holds from the system but has not handed out),
+    ``other_anonymous`` (outside the heap: Python's object arenas, thread stacks) and ``mapped_files`` (the
+    libraries' code and data, mmapped files).
+    ``stages`` keeps readings taken as the run is built (at the start, after the data, after the model).
+    """
+
+    def __init__(self, holders):
+        self.holders = holders  # () -> {name: [tensors]}, in the order a shared storage is attributed
+        self.peak: dict | None = None
+        self.busiest: dict | None = None
+        self.stages: dict[str, dict] = {}
+
+    def stage(self, name: str) -> None:
+        self.stages[name] = reading()
+
+    def sample(self, step: int, where: str, activations: int = 0) -> None:
+        rss, in_use = rss_now(), heap_in_use()
+        higher = rss is not None and (self.peak is None or rss > self.peak["rss"])
+        busier = in_use is not None and (self.busiest is None or in_use > self.busiest["heap_in_use"])
+        if higher or busier:
+            now = self._full_reading(step, where, activations)
+            self.peak = now if higher else self.peak
+            self.busiest = now if busier else self.busiest
+
+    def _full_reading(self, step: int, where: str, activations: int) -> dict:
+        process = reading()
+        tensors = {**tensor_census(self.holders()), "activations": activations}
+        counted = sum(tensors.values())
+        in_use = process["heap_in_use"]
+        return {"step": step, "where": where, "rss": process["rss"], "heap_in_use": in_use, "tensors": tensors,
+                "tensors_total": counted, "other_heap_in_use": None if in_use is None else in_use - counted,
+                "heap_free_held": process["heap_free_held"], "other_anonymous": process["other_anonymous"],
+                "mapped_files": process["files"]}
+
+    def as_dict(self) -> dict | None:
+        if self.peak is None:
+            return None
+        return {"allocator": allocator.current(), "peak": self.peak, "busiest": self.busiest, "stages": self.stages,
+                "method": "samples after each forward, backward, evaluation and pruning step; at the highest RSS "
+                          "(peak) and the most heap in use (busiest): tensors counted by holder; the allocator's "
+                          "bytes in use less them; the allocator's bytes from the system less those in use; "
+                          "anonymous memory less the allocator's bytes; file-backed RSS (/proc/self/smaps_rollup)"}
+
+
+def breakdown_line(name: str, reading_: dict) -> str:
+    """One line of a :class:`PeakBreakdown` reading, in MiB: ``name at step N (where): tensors ... = RSS``."""
+    mib = lambda n: "n/a" if n is None else f"{n / 2**20:,.0f}"  # noqa: E731
+    parts = ", ".join(f"{k} {mib(v)}" for k, v in reading_["tensors"].items() if v)
+    return (f"{name} at step {reading_['step']} ({reading_['where']}): RSS {mib(reading_['rss'])} MiB = tensors "
+            f"{mib(reading_['tensors_total'])} ({parts}) + other heap in use {mib(reading_['other_heap_in_use'])} + "
+            f"free heap held {mib(reading_['heap_free_held'])} + other anonymous {mib(reading_['other_anonymous'])} + "
+            f"mapped files {mib(reading_['mapped_files'])}")

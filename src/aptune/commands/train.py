@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from aptune.bench import compare_latency
+    from aptune.bench.memory import breakdown_line
     from aptune.config import load_config
     from aptune.models import load_model
     from aptune.train import train
@@ -49,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"dev {metric}: final {final[metric]:.4f}, best after the last pruning step {summary['best_after_pruning']:.4f}")
     print(f"kept parameters: {summary['params']:,} of {summary['original_params']:,} (density {summary['density']:.3f})")
     print(f"training time: {summary['train_time_s'] / 60:.1f} min; peak memory (RSS): {summary['peak_rss_bytes'] / 2**30:.2f} GiB")
+    breakdown = summary.get("memory_breakdown")
+    if breakdown:
+        for name in ("peak", "busiest"):
+            print("  " + breakdown_line("highest RSS" if name == "peak" else "most heap in use", breakdown[name]))
     if "speedup" in summary:
         lat = summary["latency_b32_s128"]
         print(f"inference (batch 32, seq 128, median): dense {lat['dense']['median_s'] * 1e3:.0f} ms, export "

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import torch
 from accelerate import PartialState
 
-from aptune.bench.memory import StepMemory, TrainingMemory
+from aptune.bench.memory import PeakBreakdown, StepMemory, TrainingMemory, tensors_within
 from aptune.config import RunConfig
 from aptune.data import make_dataloader, seed_everything
 from aptune.method import APT, APTLoss, PruningEvent, average_across_processes
@@ -59,6 +59,7 @@ class Run:
     history: list[dict] = field(default_factory=list)  # dev evaluations
     pruning_accuracy: float | None = None  # the dev metric at the target density, before recovery
     memory: TrainingMemory | None = None  # bytes of params, grads, optimizer state, saved activations; peak step
+    breakdown: PeakBreakdown | None = None  # the process's bytes at its highest RSS, by holder
     first_step: int = 0
     start_time: float = 0.0
     provenance: dict = field(default_factory=meta_info)  # commit and versions as the run starts
@@ -117,9 +118,12 @@ def setup(config: RunConfig, proc, out: Path, trackers: Trackers | None = None) 
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     seed_everything(config.train.seed)
+    breakdown = PeakBreakdown(holders=dict)  # readings only: nothing here draws from the RNG or touches a tensor
+    breakdown.stage("start")
 
     tokenizer = load_tokenizer(config.model.name)
     task = load_train_task(config, tokenizer)
+    breakdown.stage("data")
     shard = task.train[proc.process_index::proc.num_processes]
     batches = _on_device(_endless(_loader(shard, config, tokenizer.pad_token_id, config.train.seed)), proc.device)
     model = build_model(config, task.num_labels, task.label_names).to(proc.device)
@@ -127,7 +131,9 @@ def setup(config: RunConfig, proc, out: Path, trackers: Trackers | None = None) 
     apt = APT(model, config.method, total_steps=config.train.steps, seed=config.train.seed)
     if proc.is_main_process:
         (out / "schedule.json").write_text(json.dumps(apt.schedules(), indent=1))
-    run = Run(config, out, proc, log, tokenizer, task, shard, batches, apt)
+    breakdown.stage("model")
+    run = Run(config, out, proc, log, tokenizer, task, shard, batches, apt, breakdown=breakdown)
+    breakdown.holders = lambda: _tensor_holders(run)
     resumed = _restore_model_and_method(run)
     if trackers is not None and trackers.names and proc.is_main_process:
         trackers.open(out, config.to_dict(), resumed_at=resumed[1]["step"] if resumed else None)
@@ -251,6 +257,23 @@ def _build_optimizer(run: Run) -> None:
     run.memory = TrainingMemory(run.model, *([run.apt.transform] if run.apt.transform is not None else []))
 
 
+def _tensor_holders(run: Run) -> dict[str, list[torch.Tensor]]:
+    """Every tensor the run holds, by holder, in the order a shared storage is attributed."""
+    modules = [run.model, *([run.apt.transform] if run.apt.transform is not None else [])]
+    buffers = [(name.rpartition(".")[2], b) for m in modules for name, b in m.named_buffers()]
+    teacher = [b for name, b in buffers if name.startswith("teacher_")]  # the snapshot adapters
+    if run.apt.recovery_teacher is not None:
+        teacher += [*run.apt.recovery_teacher.parameters(), *run.apt.recovery_teacher.buffers()]
+    return {
+        "parameters": [p for m in modules for p in m.parameters()] + [b for name, b in buffers
+                                                                      if not name.startswith("teacher_")],
+        "gradients": [p.grad for m in modules for p in m.parameters()],
+        "optimizer": tensors_within(run.optimizer.state if run.optimizer else {}),
+        "teacher": teacher,
+        "salience": tensors_within(run.apt.scorer) + tensors_within(run.apt.importance),
+    }
+
+
 def _optimizer_params(optimizer) -> list[torch.nn.Parameter]:
     return [q for group in optimizer.param_groups for q in group["params"]]
 
@@ -280,9 +303,11 @@ def loop(run: Run, stop_after: int | None = None) -> int | None:
         batch = next(run.batches)
         with run.memory.watch() as saved:  # counts the activations kept for backward, changes nothing
             out = run.apt.compute_loss(batch)
+        run.breakdown.sample(step + 1, "forward", saved.bytes)  # the two points where a step's memory peaks
         out.loss.backward()
         average_across_processes([q.grad for q in run.params if q.grad is not None])
         run.apt.after_backward()
+        run.breakdown.sample(step + 1, "backward")
         torch.nn.utils.clip_grad_norm_(run.params, t.grad_clip)
         run.optimizer.step()
         run.lr_schedule.step()
@@ -292,11 +317,13 @@ def loop(run: Run, stop_after: int | None = None) -> int | None:
         if event is not None:
             run.params = _optimizer_params(run.optimizer)
             _after_pruning_step(run, event)
+            run.breakdown.sample(step + 1, "pruning step")
 
         done = step + 1
         _log_step(run, done, out, time.perf_counter() - step_start, progress)
         if done % t.eval_every == 0 or done == t.steps:
             evaluate(run, done)
+            run.breakdown.sample(done, "evaluation")
         if (t.checkpoint_every and done % t.checkpoint_every == 0 and done < t.steps) or done == stop_after:
             _checkpoint(run, done)
             if done == stop_after:
@@ -436,6 +463,7 @@ def save(run: Run, command: str | None = None) -> dict:
         "peak_rss_bytes": _peak_rss_bytes(), "ranks": run.model.ranks(), "export": str(export),
         "history": run.history, "pruning_accuracy": run.pruning_accuracy,
         "memory": run.memory.peak.as_dict() if run.memory.peak else None,
+        "memory_breakdown": run.breakdown.as_dict(),
         "cuda_max_memory_allocated": torch.cuda.max_memory_allocated() if run.proc.device.type == "cuda" else None,
         "masks": run.model.state.keep_masks(), "provenance": run.provenance,
     }

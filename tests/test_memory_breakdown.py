@@ -1,0 +1,128 @@
+"""Every byte at the peak, accounted for: the allocator's own statistics follow real allocations, a run writes its
+breakdown (tensors by holder, then the process's other memory) with its result, and a physical cut hands the
+removed blocks' memory back."""
+
+from __future__ import annotations
+
+import gc
+import json
+
+import pytest
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from test_train_loop import TINY_RUN
+
+from aptune import allocator
+from aptune.bench.memory import PeakBreakdown, tensor_census
+from aptune.bench.process import heap_in_use, reading
+from aptune.config import load_config
+from aptune.train import train
+
+MiB = 2**20
+
+
+def test_the_allocators_bytes_in_use_follow_a_tensor_allocated_and_freed():
+    before = heap_in_use()
+    assert before is not None, f"no statistics from {allocator.current()}"
+    block = torch.ones(64 * MiB // 4)  # 64 MiB, written so that its pages are resident
+    during = heap_in_use()
+    del block
+    after = heap_in_use()
+    assert 64 * MiB <= during - before < 66 * MiB
+    assert before - MiB < after < before + MiB
+
+
+def test_a_reading_adds_up_to_the_resident_set():
+    now = reading()
+    parts = now["heap_in_use"] + now["heap_free_held"] + now["other_anonymous"] + now["files"]
+    assert now["files"] > 0 and now["heap_in_use"] > 0 and now["heap_free_held"] >= 0
+    assert parts == now["rss"]
+
+
+def test_a_storage_shared_by_two_holders_counts_once_in_the_first():
+    weight = torch.zeros(10)
+    view = weight[:5]  # same storage
+    own = torch.zeros(3)
+    assert tensor_census({"parameters": [weight], "teacher": [view, own]}) == {"parameters": 40, "teacher": 12}
+
+
+def test_a_run_writes_its_breakdown_and_its_tensors_match_the_counted_step(tiny_base, tmp_path):
+    run = tmp_path / "run"
+    summary = train(load_config(None, [f"output_dir={run}", f"model.name={tiny_base}", *TINY_RUN,
+                                       "distill.enabled=true"]))
+    written = json.loads((run / "summary.json").read_text())["memory_breakdown"]
+    assert written == json.loads(json.dumps(summary["memory_breakdown"]))
+    assert written["allocator"] == allocator.current() and set(written["stages"]) == {"start", "data", "model"}
+    for name in ("peak", "busiest"):
+        reading_ = written[name]
+        tensors = reading_["tensors"]
+        assert set(tensors) == {"parameters", "gradients", "optimizer", "teacher", "salience", "activations"}
+        assert reading_["tensors_total"] == sum(tensors.values())
+        assert (reading_["tensors_total"] + reading_["other_heap_in_use"] + reading_["heap_free_held"]
+                + reading_["other_anonymous"] + reading_["mapped_files"]) == reading_["rss"]
+        assert reading_["other_heap_in_use"] > 0  # the tensors counted are part of what malloc handed out
+    assert written["peak"]["rss"] >= written["busiest"]["rss"]
+    assert written["busiest"]["heap_in_use"] >= written["peak"]["heap_in_use"]
+    counted = summary["memory"]
+    # the busiest sample after a forward holds the parameters and the activations the counted measure saw there
+    if written["busiest"]["where"] == "forward" and written["busiest"]["step"] == counted["step"]:
+        assert written["busiest"]["tensors"]["activations"] == counted["activations_bytes"]
+
+
+def _setup(tiny_base, tmp_path, *extra):
+    from accelerate import PartialState
+
+    from aptune.train.recipe import _build_optimizer, setup
+
+    config = load_config(None, [f"output_dir={tmp_path / 'run'}", f"model.name={tiny_base}", *TINY_RUN, *extra])
+    run = setup(config, PartialState(cpu=True), tmp_path / "run")
+    _build_optimizer(run)
+    return run
+
+
+def test_the_teacher_snapshot_is_counted_as_the_teacher(tiny_base, tmp_path):
+    from aptune.distill import snapshot_teacher
+    from aptune.train.recipe import _tensor_holders
+
+    run = _setup(tiny_base, tmp_path, "distill.enabled=true")
+    assert tensor_census(_tensor_holders(run))["teacher"] == 0
+    snapshot_teacher(run.model)
+    adapters = run.model.adapters().values()
+    expected = sum((m.lora_A.numel() + m.lora_B.numel()) * m.lora_A.element_size() for m in adapters)
+    assert tensor_census(_tensor_holders(run))["teacher"] == expected
+
+
+@pytest.mark.parametrize("kind", ["ffn", "heads"])
+def test_a_cut_frees_every_tensor_of_the_removed_blocks(tiny_base, tmp_path, kind):
+    """After a physical cut (with the optimizer carried across it, as a pruning step does), every storage that held
+    a tensor of the old shape is freed: nothing keeps it (hooks, the optimizer's moments, the salience buffers,
+    gradients), so the memory of the removed blocks goes back to the allocator."""
+    from aptune.train.recipe import _optimizer_params, _tensor_holders
+
+    run = _setup(tiny_base, tmp_path)
+    out = run.apt.compute_loss(next(run.batches))  # a step, so that gradients and AdamW moments exist
+    out.loss.backward()
+    run.apt.after_backward()
+    run.optimizer.step()
+    del out
+    state = run.model.state
+    masks = state.ffn if kind == "ffn" else state.heads
+    site = next(iter(masks))
+    masks[site].data[: len(masks[site]) // 2] = 0  # half the blocks of one site
+    shapes = {name: tuple(p.shape) for name, p in run.model.named_parameters()}
+    old = {name: StorageWeakRef(p.untyped_storage()) for name, p in run.model.named_parameters()}
+    moments = {name: [StorageWeakRef(t.untyped_storage()) for t in run.optimizer.state[p].values()
+                      if isinstance(t, torch.Tensor) and t.dim() > 0]
+               for name, p in run.model.named_parameters() if p in run.optimizer.state}
+    before = tensor_census(_tensor_holders(run))
+    with run.apt._surgery(run.optimizer):
+        run.model.prune()
+    run.apt.scorer.reindex()
+    run.params = _optimizer_params(run.optimizer)  # as the loop does after a pruning step
+    gc.collect()
+    changed = [name for name, p in run.model.named_parameters() if tuple(p.shape) != shapes[name]]
+    assert changed, "the cut changed no shape"
+    assert [name for name in changed if not old[name].expired()] == []
+    assert [name for name in changed if name in moments and not all(m.expired() for m in moments[name])] == []
+    after = tensor_census(_tensor_holders(run))
+    assert after["parameters"] < before["parameters"] and after["optimizer"] < before["optimizer"]
