@@ -54,7 +54,7 @@ def test_a_whole_number_key_refuses_a_fraction_instead_of_cutting_it():
     ("rank.max_rank_ratio=0.9", "rank.max_rank_ratio must be >= 1; got 0.9"),
     ("rank.strategy=greedy", "rank.strategy must be one of salience, uniform, none; got 'greedy'"),
     ("adapter.scaling=0", "adapter.scaling must be > 0; got 0.0"),
-    ("adapter.targets=q,query", "adapter.targets must be a list of q, k, v, o, up, gate, down; got ['q', 'query']"),
+    ("adapter.targets=q,query", "adapter.targets must be a list of q, k, v, o, up, gate, down, head; got ['q', 'query']"),
     ("data.max_length=0", "data.max_length must be >= 1; got 0"),
     ("data.max_train_samples=0", "data.max_train_samples must be >= 1 (or null); got 0"),
     ("data.max_eval_samples=-5", "data.max_eval_samples must be >= 1 (or null); got -5"),
@@ -186,3 +186,9 @@ def test_a_config_written_before_1_0_loads_and_a_removed_option_set_otherwise_is
         load_config(None, ["distill.teacher=live"])
     with pytest.raises(ValueError, match=r"prune.head_floor=1.0 was removed in aptune 1.0"):
         load_config(None, ["prune.head_floor=1.0"])
+
+
+def test_the_official_distillation_options_need_a_teacher_and_a_retraining_after_the_last_cut():
+    assert "set distill.enabled=true and prune.enabled=true" in _refused(["distill.refresh=decay_start"])
+    assert "not after the last pruning step (600): choose a fraction above prune.end_fraction=0.6" in _refused(
+        ["distill.enabled=true", "distill.retrain_from=0.5"])

@@ -87,4 +87,4 @@ def test_plan_takes_adapter_targets_and_names_a_wrong_one(capsys, tmp_path):
         assert plans["all"]["recovery"][part] > plans["default"]["recovery"][part], part
     assert plans["all"]["recovery"]["frozen_weights"] == plans["default"]["recovery"]["frozen_weights"]
     assert main(["plan", *run, "adapter.targets=q,ffn"]) == 2
-    assert "adapter.targets must be a list of q, k, v, o, up, gate, down; got ['q', 'ffn']" in capsys.readouterr().err
+    assert "adapter.targets must be a list of q, k, v, o, up, gate, down, head; got ['q', 'ffn']" in capsys.readouterr().err

@@ -49,3 +49,18 @@ def test_every_teacher_is_evaluated_and_the_run_is_unchanged(tiny_base, tmp_path
                 if r.get("event") != "teacher_eval"]
 
     assert numbers(tmp_path / "measured") == numbers(tmp_path / "plain")
+
+
+def test_the_report_has_a_teacher_line_per_distilling_run():
+    from aptune.ablation.report import _teacher_lines
+
+    def result(variant, seed, events):
+        return {"run_info": {"variant": variant, "seed": seed}, "train_info": {"events": events}}
+
+    first = {"event": "teacher_eval", "step": 162, "student": None, "accuracy": 0.80}
+    results = [result("apt", 42, [first, {"event": "teacher_eval", "step": 300, "student": 0.85, "accuracy": 0.84}]),
+               result("apt", 43, [first, {"event": "teacher_eval", "step": 400, "student": 0.86, "accuracy": 0.88}]),
+               result("lora", 42, [{"event": "prune", "step": 10}])]
+    lines = _teacher_lines(results, ["apt", "lora"], "accuracy")
+    rows = [line for line in lines if line.startswith("| `")]
+    assert rows == ["| `apt` | 2.0 | 0.8000 | +0.5 pts (min -1.0, max +2.0; 2 renewals) |"]

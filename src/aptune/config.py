@@ -20,7 +20,7 @@ import yaml
 from aptune import configs as shipped_configs
 from aptune.distill.recovery import TEACHERS, RecoveryConfig
 from aptune.distill.self_distill import (KL_SCALE, LAYER_WEIGHT, PRED_WEIGHT, TEACHER_BLOCKS, TEMPERATURE,
-                                        TRANSFORM_RANK, DistillConfig)
+                                        TRANSFORM_RANK, REFRESHES, DistillConfig)
 from aptune.model import ADAPTER_ROLES, AdapterConfig
 from aptune.models.loading import DTYPES, HEADS
 from aptune.salience import SCORERS
@@ -157,6 +157,7 @@ class APTConfig:
         _check_schedule(total_steps, self.prune)
         _check_refit(self.prune)
         _check_recovery(self.recover, self.prune, self.distill)
+        _check_distill(self.distill, self.prune, total_steps)
 
 
 @dataclass
@@ -182,6 +183,7 @@ class RunConfig:
         _check_schedule(self.train.steps, self.prune)
         _check_refit(self.prune)
         _check_recovery(self.recover, self.prune, self.distill)
+        _check_distill(self.distill, self.prune, self.train.steps)
         if self.train.steps == 0 and self.prune.enabled and not self.prune.before_tuning:
             raise ValueError("train.steps=0 (evaluate and export without tuning) cannot prune on a schedule: set "
                              "prune.enabled=false, or prune.before_tuning=true for one cut before any tuning")
@@ -252,6 +254,8 @@ _RULES: dict[str, _Rule] = {
     "data.extra_train_file": _NON_EMPTY,
     "adapter.targets": (f"be a list of {', '.join(ADAPTER_ROLES)}", lambda v: set(v) <= set(ADAPTER_ROLES)),
     "adapter.rank": _AT_LEAST_0,
+    "distill.refresh": _one_of(REFRESHES),
+    "distill.retrain_from": _IN_0_1_OPEN_CLOSED,
     "adapter.scaling": _POSITIVE,
     "prune.density": _IN_0_1_OPEN_CLOSED,
     "prune.salience": _one_of(SCORERS),
@@ -310,7 +314,8 @@ _HELP: dict[str, str] = {
     "data.messages_field": "chat records instead: the field holding a list of {role, content}; the last answer carries the loss",
     "data.extra_train_file": ("instruction records that join the training split only; WordNet's science definitions "
                               "gave SmolLM2 at 70% +2.3 ± 1.3 points of multiple-choice accuracy (seven seeds)"),
-    "adapter.targets": "the linears that get an adapter (q, k, v, o, up, gate, down); empty: the family's default",
+    "adapter.targets": ("the linears that get an adapter (q, k, v, o, up, gate, down; head: the task head's dense "
+                        "layer, for a head that does not train whole); empty: the family's default"),
     "adapter.rank": "each adapter's starting rank (the paper: 8); 0 for full fine-tuning",
     "adapter.scaling": "the constant s in W + s·B·A (the paper: 2, i.e. alpha 16 at rank 8)",
     "adapter.train_head": "train the task head (classifier, pooler) along with the adapters",
@@ -336,6 +341,12 @@ _HELP: dict[str, str] = {
     "rank.max_rank_ratio": "no adapter grows past this multiple of its starting rank",
     "distill.enabled": ("self-distillation from a snapshot of the adapters while pruning, the paper's full method "
                         "(MiniLM/SST-2 at 40%: -1.1 points [-1.9, -0.4] against off, three seeds)"),
+    "distill.refresh": ("when the teacher is renewed: best (at every new best dev score; it runs on the unpruned "
+                        "backbone) or decay_start (the official code's: scored at the start of each mask decay, the "
+                        "teacher is the model just scored)"),
+    "distill.retrain_from": ("the official code's end of distillation, as a fraction of train.steps after the last "
+                             "pruning step: reload the best adapters since then, retrain on the task loss at 0.1x "
+                             "train.lr (null: distillation ends at the last pruning step)"),
     "recover.teacher": ("after a cut before tuning: none, or dense to distil from the model as it was before the cut "
                         "(SmolLM2 at 70%: held-out loss -0.003 ± 0.042, no effect detectable)"),
     "recover.weight": "with recover.teacher=dense: the distillation loss's share of the loss",
@@ -506,6 +517,18 @@ def _check_refit(prune: "PruneConfig") -> None:
     if prune.refit and not (prune.enabled and prune.before_tuning):
         raise ValueError("prune.refit=true refits the writers of the one cut before tuning: set prune.enabled=true "
                          "and prune.before_tuning=true, or prune.refit=false")
+
+
+def _check_distill(distill: DistillConfig, prune: "PruneConfig", steps: int) -> None:
+    """The teacher's options need a teacher; the retraining starts after the last pruning step."""
+    changed = [k for k, default in (("refresh", "best"), ("retrain_from", None)) if getattr(distill, k) != default]
+    if changed and not (distill.enabled and prune.enabled):
+        raise ValueError(f"distill.{changed[0]}={getattr(distill, changed[0])} sets how self-distillation runs: set "
+                         "distill.enabled=true and prune.enabled=true, or leave it out")
+    if distill.retrain_from is not None and int(distill.retrain_from * steps) <= prune.window(steps)[1]:
+        raise ValueError(f"distill.retrain_from={distill.retrain_from} starts the retraining at step "
+                         f"{int(distill.retrain_from * steps)}, not after the last pruning step "
+                         f"({prune.window(steps)[1]}): choose a fraction above prune.end_fraction={prune.end_fraction}")
 
 
 def _check_recovery(recover: RecoveryConfig, prune: "PruneConfig", distill: DistillConfig) -> None:

@@ -128,18 +128,20 @@ class APT:
         self.config.validate(total_steps)  # what a run config checks, for users who build the config in Python
         self.total_steps = int(total_steps)
         self.step = 0  # optimizer steps done
-        self.best: float | None = None  # best dev score reported (the teacher follows it)
+        self.best: float | None = None  # best dev score the teacher followed (reported, or scored at decay starts)
         self.teacher_ready = False
         p = self.config.prune
         self.schedule = _pruning_schedule(p, self.total_steps)
         self.rank_budget = RankBudget(tuning_params(model), self.config.rank.budget_ratio, self.schedule.num_prunings)
         self.mu_schedule = DistillSchedule(self.schedule.start, self.schedule.end)
+        d = self.config.distill
+        self.refresh_at_decay = d.enabled and p.enabled and d.refresh == "decay_start"
+        self.retrain_step = int(d.retrain_from * self.total_steps) if d.retrain_from is not None else None
         self.max_rank = int(self.config.rank.max_rank_ratio * max(1, model.adapter_config.rank))
         self.scorer = build_scorer(p.salience, **({"kurtosis": p.kurtosis} if p.salience == "apt" else {})).attach(model)
         if not p.enabled:
             self.scorer.detach()  # no pruning: its hooks would only cost time (its empty state still checkpoints)
         self.importance = AdapterImportance().attach(model)
-        d = self.config.distill
         self.transform = LayerTransform(model, rank=TRANSFORM_RANK) if d.enabled else None
         # recover.teacher=dense: the model as received, merged and frozen before the cut (docs/method.md §F2)
         self.recovery_teacher = model.merged_model() if self.config.recover.enabled else None
@@ -158,10 +160,11 @@ class APT:
         return self.schedule.start <= self.step < (self.schedule.steps[-1] if self.schedule.steps else 0)
 
     def mu(self) -> float:
-        """Weight of the distillation loss in this step. Self-distillation runs from the first pruning step (the
-        first teacher) to the last pruning step; afterwards the model recovers on the task loss alone, as the
-        official code does after its distillation phase."""
-        distilling = self.config.distill.enabled and self.teacher_ready and self.step < self.last_pruning_step
+        """Weight of the distillation loss in this step. Self-distillation runs from the first teacher to the last
+        pruning step (or, with ``distill.retrain_from``, to the retraining, at μ = 1 after the last pruning step);
+        afterwards the model recovers on the task loss alone, as the official code does after its distillation."""
+        end = self.retrain_step or self.last_pruning_step
+        distilling = self.config.distill.enabled and self.teacher_ready and self.step < end
         return self.mu_schedule.mu(self.step) if distilling else 0.0  # mu_at clips to [0, 1]
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -199,8 +202,9 @@ class APT:
             return self._recovery_loss(batch)
         mu = self.mu()
         if mu > 0:
-            # the teacher runs on the unpruned backbone: masked blocks are still in the tensors, the masks off
-            with torch.no_grad(), teacher_mode(self.model, masks=False):
+            # refresh=best: the teacher runs on the unpruned backbone (masked blocks are still in the tensors, the
+            # masks off); refresh=decay_start: with the student's masks, as the official encoder code runs it
+            with torch.no_grad(), teacher_mode(self.model, masks=self.refresh_at_decay):
                 teacher_out = self.model(**batch, output_hidden_states=True)
         student_out = self.model(**batch, output_hidden_states=mu > 0)
         loss, parts = _task_loss(student_out, batch), {}
@@ -256,16 +260,35 @@ class APT:
 
     def teacher_view(self):
         """A context in which the model is the teacher as :meth:`compute_loss` runs it: the adapters' snapshot on
-        the unpruned backbone (masks off), in eval mode, without gradients; for measuring the teacher itself."""
-        return teacher_mode(self.model, masks=False)
+        the unpruned backbone (masks off; with ``distill.refresh=decay_start`` the student's masks on), in eval mode,
+        without gradients; for measuring the teacher itself."""
+        return teacher_mode(self.model, masks=self.refresh_at_decay)
 
     def report_score(self, score: float, higher_is_better: bool = True) -> bool:
-        """Tell the method a dev score; on a new best the teacher becomes the current adapters. True if best."""
+        """Tell the method a dev score; on a new best the teacher becomes the current adapters. True if best.
+        With ``distill.refresh=decay_start`` the teacher follows only :meth:`offer_teacher` (False here)."""
+        if self.refresh_at_decay:
+            return False
         improved = self.best is None or (score > self.best if higher_is_better else score < self.best)
         if improved:
             self.best = score
             if self.has_teacher:
                 self._take_teacher()
+        return improved
+
+    def teacher_check_due(self) -> bool:
+        """With ``distill.refresh=decay_start``: a mask decay toward a lower density starts with the next step, so
+        the model is to be scored now and offered as the teacher (:meth:`offer_teacher`)."""
+        return self.refresh_at_decay and self.step in self.schedule.decay_starts()
+
+    def offer_teacher(self, score: float, higher_is_better: bool = True) -> bool:
+        """The model as it is now scored ``score`` at a decay start: on a new best among these scores it becomes the
+        teacher (its adapters snapshotted; the blocks it lacks are already cut). True if it did."""
+        improved = self.best is None or (score > self.best if higher_is_better else score < self.best)
+        if improved:
+            self.best = score
+            self._take_teacher()
+            self.teacher_ready = True
         return improved
 
     # ------------------------------------------------------------------------------ pruning steps
@@ -288,7 +311,7 @@ class APT:
     def _cut_now(self, k: int) -> bool:
         """Blocks leave the tensors at every pruning step, except while distilling: the teacher runs on the unpruned
         backbone, so they stay until the last one, where distillation ends."""
-        distilling = self.config.distill.enabled and self.config.prune.enabled
+        distilling = self.config.distill.enabled and self.config.prune.enabled and not self.refresh_at_decay
         return not distilling or k == self.schedule.num_prunings
 
     def _surgery(self, optimizer) -> OptimizerSurgery:
@@ -309,7 +332,7 @@ class APT:
         self.importance.reset()
         self._kept_before = self.model.state.kept_sizes()
         pruned = self.config.prune.enabled
-        first_teacher = self.config.distill.enabled and pruned and not self.teacher_ready
+        first_teacher = self.config.distill.enabled and pruned and not self.teacher_ready and not self.refresh_at_decay
         if first_teacher:
             self._take_teacher()
             self.teacher_ready = True

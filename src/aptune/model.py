@@ -33,7 +33,7 @@ from aptune.structures.standins import set_submodule
 
 
 # the linear roles an adapter can sit on (what families' role_paths() name)
-ADAPTER_ROLES = ("q", "k", "v", "o", "up", "gate", "down")
+ADAPTER_ROLES = ("q", "k", "v", "o", "up", "gate", "down", "head")
 
 
 @dataclass
@@ -41,7 +41,7 @@ class AdapterConfig:
     """Where adapters go and how big they start.
 
     Attributes:
-        targets: roles that get an adapter (q, k, v, o, up, gate, down); empty = the family's default.
+        targets: roles that get an adapter (q, k, v, o, up, gate, down, head); empty = the family's default.
         rank: initial rank r (paper: 8).
         scaling: constant s in W + s·B·A (paper: 2, i.e. alpha 16 at r 8).
         train_head: train the task head (classifier, pooler) along with the adapters.

@@ -76,6 +76,7 @@ def _task_section(task, results, variants, infos, catalogue, per_run, out) -> li
     lines += [_target_line(comparison, reference, target), ""]
     copies = {v: same_run_as(results, v, task) for v in comparison.variants}
     lines += ["### All runs", "", *overview_table(comparison, catalogue, infos, copies), "", CELLS_NOTE, ""]
+    lines += _teacher_lines(task_results, comparison.variants, comparison.metric)
     lines += _task_figures(comparison, results, task_results, catalogue, out, target)
     for title, members in _sections(comparison, infos, results):
         pruned = any(prunes(r) for v in members for r in find_runs(results, v, task))
@@ -89,6 +90,30 @@ def _comparison(task, results, task_results, variants, per_run) -> TaskCompariso
     by_variant = {v: variant_values(results, per_run, v, task) for v in variants if find_runs(results, v, task)}
     return TaskComparison(task, primary_metric(task_results[0]), task_results[0]["eval_info"].get("n_dev"),
                           by_variant)
+
+
+def _teacher_lines(task_results, variants, metric: str) -> list[str]:
+    """The self-distillation teachers, measured: how many were taken, and each renewal's own dev score against the
+    student's score that made it the teacher (``teacher_eval`` events; nothing when no run distilled)."""
+    rows = []
+    for variant in variants:
+        runs = [r for r in task_results if r["run_info"]["variant"] == variant]
+        events = [[e for e in r["train_info"].get("events", []) if e.get("event") == "teacher_eval"] for r in runs]
+        if not any(events):
+            continue
+        gaps = [e[metric] - e["student"] for run in events for e in run if e.get("student") is not None]
+        firsts = [run[0][metric] for run in events if run]
+        gap = (f"{statistics.fmean(gaps) * 100:+.1f} pts (min {min(gaps) * 100:+.1f}, max {max(gaps) * 100:+.1f}; "
+               f"{len(gaps)} renewals)" if gaps else "no renewal")
+        rows.append(f"| `{variant}` | {statistics.fmean(len(run) for run in events):.1f} | "
+                    f"{statistics.fmean(firsts):.4f} | {gap} |")
+    if not rows:
+        return []
+    return ["### The teacher", "",
+            f"Each teacher's own dev {metric}, measured when it was taken (`teacher_eval` in `metrics.jsonl`), over the "
+            "seeds; a renewal's teacher against the student's score that made it the teacher.", "",
+            "| run | teachers per run | first teacher's dev score | teacher − student at a renewal |",
+            "|---|---:|---:|---|", *rows, ""]
 
 
 def _reference_best(results, task, task_results) -> float | None:

@@ -50,13 +50,29 @@ class DistillConfig:
             default: on the budgets measured it cost accuracy (SST-2, three seeds: +1.1 points [+0.4, +1.9] without
             it); :meth:`aptune.APTConfig.paper` turns it on, as the paper's full method has it.
 
-    The teacher runs on the unpruned backbone: while distilling, pruning steps only make the student's masks
-    binary, the blocks are cut from the tensors at the last pruning step (when distillation ends), and the
-    teacher pass ignores the masks. It is a snapshot taken at the first pruning step and refreshed on every new
-    best dev score.
+        refresh: when the teacher is renewed. ``best``: a snapshot of the adapters taken at the first pruning
+            step and again at every new best dev score; it runs on the unpruned backbone with the masks off, so it
+            is not the model that was scored. ``decay_start`` (the official code's): the dev set is scored at the
+            start of each mask decay before a pruning step, and on a new best among those scores the adapters are
+            snapshotted; the teacher runs with the student's masks, so at a refresh it is the model just scored.
+        retrain_from: None, or a fraction of ``train.steps`` after the last pruning step (the official code's end
+            of distillation): distil with μ = 1 from the last pruning step to there, then reload the adapters of
+            the best dev score since the last pruning step and train on the task loss alone at 0.1x ``train.lr``,
+            with a fresh warm-up (6%) and linear decay. None: distillation ends at the last pruning step and
+            training goes on under the run's own schedule.
+
+    With ``refresh=best`` the teacher runs on the unpruned backbone: while distilling, pruning steps only make the
+    student's masks binary, the blocks are cut from the tensors at the last pruning step (when distillation ends),
+    and the teacher pass ignores the masks. With ``refresh=decay_start`` blocks leave at every pruning step, as
+    without distillation.
     """
 
     enabled: bool = False
+    refresh: str = "best"
+    retrain_from: float | None = None
+
+
+REFRESHES = ("best", "decay_start")
 
 
 # ------------------------------------------------------------------------------------- teacher

@@ -96,8 +96,10 @@ class ModelFamily(ABC):
         """Fill ``attention_sites``, ``ffn_sites``, ``hidden``, ``tied_embeddings`` and ``task_head``."""
 
     def role_paths(self) -> dict[str, list[str]]:
-        """Linear paths by role (q, k, v, o, up, gate, down): where adapters may go."""
+        """Linear paths by role (q, k, v, o, up, gate, down, and head: the task head's linears that read the hidden
+        stream, such as BERT's pooler): where adapters may go."""
         roles: dict[str, list[str]] = {r: [] for r in ("q", "k", "v", "o", "up", "gate", "down")}
+        roles["head"] = [path for path in self.task_head if path in self.hidden.readers]
         for site in self.attention_sites:
             roles["q"].append(site.q)
             roles["k"].append(site.k)

@@ -173,6 +173,16 @@ class PruningSchedule:
         """Target density of the k-th pruning step (1-based); ρ0 before the first."""
         return self.start_density if k < 1 else self.densities[min(k, self.num_prunings) - 1]
 
+    def decay_starts(self) -> list[int]:
+        """The steps (indices of the step about to run) at which the masks start moving toward a lower density:
+        one per pruning step below ρ0, ``decay_steps`` before it but never before the previous pruning step."""
+        starts = []
+        for k, upcoming in enumerate(self.steps, start=1):
+            if self.densities[k - 1] < self.start_density:
+                previous = self.steps[k - 2] if k >= 2 else self.start
+                starts.append(max(upcoming - self.decay_steps, previous))
+        return starts
+
     def mask_action(self, step: int) -> str | None:
         """What the soft masks do during training step ``step`` (index of the step being run).
 

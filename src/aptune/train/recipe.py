@@ -60,6 +60,7 @@ class Run:
     pruning_accuracy: float | None = None  # the dev metric at the target density, before recovery
     memory: TrainingMemory | None = None  # bytes of params, grads, optimizer state, saved activations; peak step
     breakdown: PeakBreakdown | None = None  # the process's bytes at its highest RSS, by holder
+    retrain_best: dict | None = None  # distill.retrain_from: the best dev score since the last cut, and its tensors
     first_step: int = 0
     start_time: float = 0.0
     provenance: dict = field(default_factory=meta_info)  # commit and versions as the run starts
@@ -280,6 +281,10 @@ def _optimizer_params(optimizer) -> list[torch.nn.Parameter]:
 
 def _restore_loop(run: Run, folder: Path, state: dict) -> None:
     run.first_step = state["step"]
+    if run.apt.retrain_step is not None and state["step"] > run.apt.last_pruning_step:
+        raise ValueError(f"{folder} is past the last pruning step of a run with distill.retrain_from, whose best "
+                         "adapters since then are not checkpointed: resume from an earlier checkpoint, or start over "
+                         "with train.overwrite=true")
     for _ in range(run.first_step):  # the data order continues where it stopped (before the RNG is restored:
         next(run.batches)  # starting a DataLoader iterator draws from torch's global RNG)
     restore_loop(folder, state, run.apt, run.optimizer, run.lr_schedule)
@@ -318,12 +323,16 @@ def loop(run: Run, stop_after: int | None = None) -> int | None:
             run.params = _optimizer_params(run.optimizer)
             _after_pruning_step(run, event)
             run.breakdown.sample(step + 1, "pruning step")
+        if run.apt.teacher_check_due():
+            _offer_teacher(run, step + 1)
 
         done = step + 1
         _log_step(run, done, out, time.perf_counter() - step_start, progress)
         if done % t.eval_every == 0 or done == t.steps:
             evaluate(run, done)
             run.breakdown.sample(done, "evaluation")
+        if done == run.apt.retrain_step:
+            _start_retraining(run, done)
         if (t.checkpoint_every and done % t.checkpoint_every == 0 and done < t.steps) or done == stop_after:
             _checkpoint(run, done)
             if done == stop_after:
@@ -416,7 +425,51 @@ def evaluate(run: Run, done: int) -> dict[str, float]:
     run.proc.print(f"[aptune] step {done}: dev {run.task.primary_metric} {score:.4f}")
     if run.apt.report_score(score, run.task.higher_is_better) and run.apt.has_teacher:
         _evaluate_teacher(run, done, score)  # a new best: the teacher was refreshed from it
+    retrain = run.apt.retrain_step
+    if retrain is not None and run.apt.last_pruning_step <= done <= retrain and _better(run, score):
+        run.retrain_best = {"step": done, "score": score, "tensors": [q.detach().clone() for q in run.params]}
     return metrics
+
+
+def _better(run: Run, score: float) -> bool:
+    best = run.retrain_best
+    return best is None or (score > best["score"] if run.task.higher_is_better else score < best["score"])
+
+
+def _offer_teacher(run: Run, step: int) -> None:
+    """``distill.refresh=decay_start``: the model is scored as a mask decay starts (on the clock: the official code
+    runs this evaluation as part of training) and becomes the teacher on a new best among these scores."""
+    metrics = _dev_metrics(run)
+    score = metrics[run.task.primary_metric]
+    run.log.write(event="teacher_check", step=step, wall=run.wall(), **metrics)
+    if run.apt.offer_teacher(score, run.task.higher_is_better):
+        _evaluate_teacher(run, step, score)
+
+
+RETRAIN_LR = 0.1  # the official code's retraining after distillation: 0.1x the peak learning rate,
+RETRAIN_WARMUP = 0.06  # 6% warm-up, then linear decay to 0
+
+
+def _start_retraining(run: Run, step: int) -> None:
+    """``distill.retrain_from``: reload the trainable tensors of the best dev score since the last pruning step, then
+    a fresh AdamW at 0.1x the learning rate with its own warm-up and linear decay over the steps left."""
+    best = run.retrain_best
+    if best is not None:
+        with torch.no_grad():
+            for param, saved in zip(run.params, best["tensors"], strict=True):
+                param.copy_(saved)
+    t = run.config.train
+    left = t.steps - step
+    warmup = int(RETRAIN_WARMUP * left)
+    run.optimizer = torch.optim.AdamW(run.apt.trainable_parameters(), lr=RETRAIN_LR * t.lr, weight_decay=t.weight_decay)
+    run.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+        run.optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)) * max(0.0, (left - s) / max(1, left - warmup)))
+    run.params = _optimizer_params(run.optimizer)
+    run.retrain_best = None
+    source = f"step {best['step']} (dev {best['score']:.4f})" if best else "the current model (no dev score since)"
+    run.log.write(event="retrain", step=step, wall=run.wall(), reloaded_from=best["step"] if best else None,
+                  lr=RETRAIN_LR * t.lr)
+    run.proc.print(f"[aptune] step {step}: distillation ends; retraining from {source} at lr {RETRAIN_LR * t.lr:g}")
 
 
 def _evaluate_teacher(run: Run, step: int, student: float | None) -> None:
