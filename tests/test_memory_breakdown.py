@@ -39,6 +39,21 @@ def test_a_reading_adds_up_to_the_resident_set():
     assert parts == now["rss"]
 
 
+def test_weights_loaded_from_a_checkpoint_lie_in_mapped_files_and_a_cut_moves_them_to_the_heap(tiny_base):
+    """safetensors maps the checkpoint: its tensors are file pages, not heap, until a cut copies what survives."""
+    from aptune.bench.memory import bytes_in_ranges
+    from aptune.bench.process import file_backed_ranges
+    from aptune.models import load_model
+
+    model = load_model(str(tiny_base), head="sequence-classification", num_labels=2)
+    weight = model.bert.encoder.layer[0].intermediate.dense.weight
+    key = (weight.untyped_storage().data_ptr(), weight.untyped_storage().nbytes())
+    assert bytes_in_ranges({key}, file_backed_ranges()) == key[1]
+    kept = weight.detach()[:32].clone()
+    assert bytes_in_ranges({(kept.untyped_storage().data_ptr(), kept.untyped_storage().nbytes())},
+                           file_backed_ranges()) == 0
+
+
 def test_a_storage_shared_by_two_holders_counts_once_in_the_first():
     weight = torch.zeros(10)
     view = weight[:5]  # same storage
@@ -58,7 +73,8 @@ def test_a_run_writes_its_breakdown_and_its_tensors_match_the_counted_step(tiny_
         tensors = reading_["tensors"]
         assert set(tensors) == {"parameters", "gradients", "optimizer", "teacher", "salience", "activations"}
         assert reading_["tensors_total"] == sum(tensors.values())
-        assert (reading_["tensors_total"] + reading_["other_heap_in_use"] + reading_["heap_free_held"]
+        in_heap = reading_["tensors_total"] - reading_["tensors_in_mapped_files"]
+        assert (in_heap + reading_["other_heap_in_use"] + reading_["heap_free_held"]
                 + reading_["other_anonymous"] + reading_["mapped_files"]) == reading_["rss"]
         assert reading_["other_heap_in_use"] > 0  # the tensors counted are part of what malloc handed out
     assert written["peak"]["rss"] >= written["busiest"]["rss"]

@@ -25,7 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from aptune import allocator
-from aptune.bench.process import heap_in_use, reading, rss_now
+from aptune.bench.process import file_backed_ranges, heap_in_use, reading, rss_now
 
 
 def _storage_key(tensor: torch.Tensor) -> tuple[int, int]:
@@ -192,13 +192,22 @@ def tensors_within(obj, depth: int = 4) -> list[torch.Tensor]:
 def tensor_census(groups: dict[str, list[torch.Tensor]]) -> dict[str, int]:
     """Bytes per group of the distinct storages behind its tensors; a storage counts once, in the first group that
     holds it (so a teacher sharing the backbone's weights adds only its own tensors)."""
+    return {name: sum(nbytes for _, nbytes in mine) for name, mine in _distinct_storages(groups).items()}
+
+
+def _distinct_storages(groups: dict[str, list[torch.Tensor]]) -> dict[str, set[tuple[int, int]]]:
     seen: set[int] = set()
     out = {}
     for name, tensors in groups.items():
         mine = {_storage_key(t) for t in tensors if t is not None and t.untyped_storage().nbytes() > 0}
-        out[name] = sum(nbytes for pointer, nbytes in mine if pointer not in seen)
+        out[name] = {(pointer, nbytes) for pointer, nbytes in mine if pointer not in seen}
         seen |= {pointer for pointer, _ in mine}
     return out
+
+
+def bytes_in_ranges(storages, ranges: list[tuple[int, int]]) -> int:
+    """Bytes of the ``(pointer, nbytes)`` storages that lie in one of the address ``ranges``."""
+    return sum(nbytes for pointer, nbytes in storages if any(start <= pointer < end for start, end in ranges))
 
 
 class PeakBreakdown:
@@ -208,7 +217,9 @@ class PeakBreakdown:
     :meth:`sample` reads the RSS and the allocator's bytes in use (microseconds); when either is above every earlier
     sample it takes the full reading. Two are kept: ``peak``, at the highest RSS, and ``busiest``, at the most heap
     in use (the tensors the peak was built for: the RSS keeps what they freed). The rows: tensors by holder
-    (``holders()`` names them; saved activations as :class:`SavedActivations` counted them), then
+    (``holders()`` names them; saved activations as :class:`SavedActivations` counted them; the part of them that
+    lies in mapped files, such as weights still in a safetensors checkpoint's mmap, is ``tensors_in_mapped_files``
+    and is part of ``mapped_files``, not of the heap), then
     ``other_heap_in_use`` (allocated, not a tensor counted here: the interpreter's objects, the data, the
     libraries' own heap), ``heap_free_held`` (heap the allocator holds from the system but has not handed out),
     ``other_anonymous`` (outside the heap: Python's object arenas, thread stacks) and ``mapped_files`` (the
@@ -236,11 +247,15 @@ class PeakBreakdown:
 
     def _full_reading(self, step: int, where: str, activations: int) -> dict:
         process = reading()
-        tensors = {**tensor_census(self.holders()), "activations": activations}
+        storages = _distinct_storages(self.holders())
+        tensors = {**{name: sum(n for _, n in mine) for name, mine in storages.items()}, "activations": activations}
         counted = sum(tensors.values())
+        # weights still in the checkpoint's mmap are mapped-file pages, not heap (a cut's copies are heap)
+        mapped = bytes_in_ranges({s for mine in storages.values() for s in mine}, file_backed_ranges())
         in_use = process["heap_in_use"]
         return {"step": step, "where": where, "rss": process["rss"], "heap_in_use": in_use, "tensors": tensors,
-                "tensors_total": counted, "other_heap_in_use": None if in_use is None else in_use - counted,
+                "tensors_total": counted, "tensors_in_mapped_files": mapped,
+                "other_heap_in_use": None if in_use is None else in_use - (counted - mapped),
                 "heap_free_held": process["heap_free_held"], "other_anonymous": process["other_anonymous"],
                 "mapped_files": process["files"]}
 
@@ -258,7 +273,9 @@ def breakdown_line(name: str, reading_: dict) -> str:
     """One line of a :class:`PeakBreakdown` reading, in MiB: ``name at step N (where): tensors ... = RSS``."""
     mib = lambda n: "n/a" if n is None else f"{n / 2**20:,.0f}"  # noqa: E731
     parts = ", ".join(f"{k} {mib(v)}" for k, v in reading_["tensors"].items() if v)
+    mapped = reading_["tensors_in_mapped_files"]
     return (f"{name} at step {reading_['step']} ({reading_['where']}): RSS {mib(reading_['rss'])} MiB = tensors "
-            f"{mib(reading_['tensors_total'])} ({parts}) + other heap in use {mib(reading_['other_heap_in_use'])} + "
-            f"free heap held {mib(reading_['heap_free_held'])} + other anonymous {mib(reading_['other_anonymous'])} + "
+            f"{mib(reading_['tensors_total'] - mapped)} in the heap ({parts}; {mib(mapped)} of them mapped from the "
+            f"checkpoint, counted under mapped files) + other heap in use {mib(reading_['other_heap_in_use'])} + free "
+            f"heap held {mib(reading_['heap_free_held'])} + other anonymous {mib(reading_['other_anonymous'])} + "
             f"mapped files {mib(reading_['mapped_files'])}")

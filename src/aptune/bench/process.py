@@ -30,6 +30,22 @@ def rss_now() -> int | None:
         return None
 
 
+def file_backed_ranges() -> list[tuple[int, int]]:
+    """The address ranges of this process's file-backed mappings (from ``/proc/self/maps``): a tensor whose data lies
+    in one is a mapped file's pages (a safetensors checkpoint loaded with mmap), not heap."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+    ranges = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[4] != "0" and fields[5].startswith("/"):  # an inode and a path
+            start, end = fields[0].split("-")
+            ranges.append((int(start, 16), int(end, 16)))
+    return ranges
+
+
 def _rollup() -> dict[str, int]:
     try:
         text = Path("/proc/self/smaps_rollup").read_text()
