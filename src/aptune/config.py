@@ -128,6 +128,15 @@ class ExportConfig:
     dtype: str | None = None  # float32 | bfloat16 | float16; None: the base's dtype (model.dtype)
 
 
+# a peer tool's method run in APT's place, by that tool's own code, for side-by-side comparisons (aptune.peers)
+PEERS = ("none", "adalora")
+
+
+@dataclass
+class PeerConfig:
+    method: str = "none"
+
+
 @dataclass
 class APTConfig:
     """The method's own settings, all an :class:`aptune.APT` needs (the recipe adds data, model and loop).
@@ -172,6 +181,7 @@ class RunConfig:
     recover: RecoveryConfig = field(default_factory=RecoveryConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    peer: PeerConfig = field(default_factory=PeerConfig)
 
     def __post_init__(self):
         self.validate()
@@ -184,6 +194,7 @@ class RunConfig:
         _check_refit(self.prune)
         _check_recovery(self.recover, self.prune, self.distill)
         _check_distill(self.distill, self.prune, self.train.steps)
+        _check_peer(self)
         if self.train.steps == 0 and self.prune.enabled and not self.prune.before_tuning:
             raise ValueError("train.steps=0 (evaluate and export without tuning) cannot prune on a schedule: set "
                              "prune.enabled=false, or prune.before_tuning=true for one cut before any tuning")
@@ -255,6 +266,7 @@ _RULES: dict[str, _Rule] = {
     "adapter.targets": (f"be a list of {', '.join(ADAPTER_ROLES)}", lambda v: set(v) <= set(ADAPTER_ROLES)),
     "adapter.rank": _AT_LEAST_0,
     "distill.refresh": _one_of(REFRESHES),
+    "peer.method": _one_of(PEERS),
     "distill.retrain_from": _IN_0_1_OPEN_CLOSED,
     "adapter.scaling": _POSITIVE,
     "prune.density": _IN_0_1_OPEN_CLOSED,
@@ -341,6 +353,8 @@ _HELP: dict[str, str] = {
     "rank.max_rank_ratio": "no adapter grows past this multiple of its starting rank",
     "distill.enabled": ("self-distillation from a snapshot of the adapters while pruning, the paper's full method "
                         "(MiniLM/SST-2 at 40%: -1.1 points [-1.9, -0.4] against off, three seeds)"),
+    "peer.method": ("none (APT), or a peer's method run by the peer's own code in its place, for comparisons: adalora "
+                    "(PEFT's AdaLoRA on the dense model, its final rank budget rank.budget_ratio x adapter.rank)"),
     "distill.refresh": ("when the teacher is renewed: best (at every new best dev score; it runs on the unpruned "
                         "backbone) or decay_start (the official code's: scored at the start of each mask decay, the "
                         "teacher is the model just scored)"),
@@ -517,6 +531,19 @@ def _check_refit(prune: "PruneConfig") -> None:
     if prune.refit and not (prune.enabled and prune.before_tuning):
         raise ValueError("prune.refit=true refits the writers of the one cut before tuning: set prune.enabled=true "
                          "and prune.before_tuning=true, or prune.refit=false")
+
+
+def _check_peer(config: "RunConfig") -> None:
+    """A peer's method replaces APT's: nothing of APT's own may be asked for beside it."""
+    if config.peer.method == "none":
+        return
+    asked = [key for key, on in (("prune.enabled", config.prune.enabled), ("distill.enabled", config.distill.enabled),
+                                 ("adapter.train_base", config.adapter.train_base)) if on]
+    if asked or config.adapter.rank == 0:
+        what = f"{asked[0]}=true" if asked else "adapter.rank=0"
+        raise ValueError(f"peer.method={config.peer.method} tunes the dense model with the peer's adapters, which "
+                         f"{what} contradicts: set prune.enabled=false, distill.enabled=false, "
+                         "adapter.train_base=false and adapter.rank > 0, or peer.method=none")
 
 
 def _check_distill(distill: DistillConfig, prune: "PruneConfig", steps: int) -> None:

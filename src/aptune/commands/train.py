@@ -34,7 +34,12 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     command = ["aptune", "train", *(["--config", args.config] if args.config else []), *args.overrides]
-    summary = train(config, command=shlex.join(command))
+    if config.peer.method != "none":
+        from aptune.peers import train_peer
+
+        summary = train_peer(config)
+    else:
+        summary = train(config, command=shlex.join(command))
     if "stopped_at" in summary or not PartialState(cpu=not torch.cuda.is_available()).is_main_process:
         return 0
     if not args.no_latency:

@@ -126,7 +126,7 @@ def setup(config: RunConfig, proc, out: Path, trackers: Trackers | None = None) 
     task = load_train_task(config, tokenizer)
     breakdown.stage("data")
     shard = task.train[proc.process_index::proc.num_processes]
-    batches = _on_device(_endless(_loader(shard, config, tokenizer.pad_token_id, config.train.seed)), proc.device)
+    batches = training_batches(shard, config, tokenizer.pad_token_id, proc.device)
     model = build_model(config, task.num_labels, task.label_names).to(proc.device)
     proc.print(f"[aptune] {task.name}: {len(task.train)} train / {len(task.eval)} eval examples from {task.source}")
     apt = APT(model, config.method, total_steps=config.train.steps, seed=config.train.seed)
@@ -147,6 +147,11 @@ def setup(config: RunConfig, proc, out: Path, trackers: Trackers | None = None) 
     if resumed is not None:
         _restore_loop(run, *resumed)
     return run
+
+
+def training_batches(shard: list, config: RunConfig, pad_id: int, device: torch.device) -> Iterator[dict]:
+    """The run's training batches, endless, shuffled by ``train.seed``, on ``device``."""
+    return _on_device(_endless(_loader(shard, config, pad_id, config.train.seed)), device)
 
 
 def _loader(examples: list, config: RunConfig, pad_id: int, seed: int):
@@ -474,8 +479,8 @@ def _start_retraining(run: Run, step: int) -> None:
 
 def _evaluate_teacher(run: Run, step: int, student: float | None) -> None:
     """The teacher's own dev metric, each time it is taken or refreshed, beside the student's score that made it
-    the teacher (None for the first, taken at a pruning step). The teacher runs with the masks off, so it is not
-    the model whose score triggered it. A measurement, not training: off the clock, and the random state is put
+    the teacher (None for the first, taken at a pruning step). With ``distill.refresh=best`` the teacher runs with
+    the masks off, so it is not the model whose score triggered it; with ``decay_start`` it is. A measurement, not training: off the clock, and the random state is put
     back, so the run is the same to the bit with or without it."""
     began = time.perf_counter()
     with torch.random.fork_rng(devices=[]), run.apt.teacher_view():

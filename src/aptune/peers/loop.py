@@ -1,0 +1,120 @@
+"""The loop around a peer's method: the run's data and schedule, the peer's adapters, aptune's evaluation, measures
+and run folder, and a merged export that stock ``transformers`` loads."""
+
+from __future__ import annotations
+
+import json
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+
+from aptune.bench.memory import TrainingMemory
+from aptune.config import RunConfig
+from aptune.data import seed_everything
+from aptune.models import load_model, load_tokenizer
+from aptune.peers import adalora
+from aptune.provenance import meta_info
+from aptune.train.progress import JsonlLog, Progress
+from aptune.train.recipe import _peak_rss_bytes, training_batches
+from aptune.train.run_folder import claim
+from aptune.train.tasks import load_train_task, set_label_names
+
+METHODS = {"adalora": adalora}
+
+
+def train_peer(config: RunConfig) -> dict:
+    """Train ``config``'s peer method (``peer.method``) in one process; returns the summary (also ``summary.json``)."""
+    proc = PartialState(cpu=not torch.cuda.is_available())
+    if proc.num_processes > 1:
+        raise ValueError(f"peer.method={config.peer.method} runs in one process; start it without accelerate launch")
+    out = Path(config.output_dir)
+    lock = claim(out, config.train.resume, config.train.overwrite)
+    try:
+        return _train(config, METHODS[config.peer.method], out, proc.device)
+    finally:
+        lock.close()
+
+
+def _train(config: RunConfig, method, out: Path, device: torch.device) -> dict:
+    t = config.train
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "config.yaml")
+    log = JsonlLog(out / "metrics.jsonl")
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    seed_everything(t.seed)
+    tokenizer = load_tokenizer(config.model.name)
+    task = load_train_task(config, tokenizer)
+    batches = training_batches(task.train, config, tokenizer.pad_token_id, device)
+    base = load_model(config.model.name, head=config.model.head, num_labels=task.num_labels)
+    set_label_names(base, task.label_names)
+    original = sum(p.numel() for p in base.parameters())
+    model = method.wrap(base, config).to(device)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    warmup = int(t.warmup_ratio * t.steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(  # the same schedule as APT's runs (aptune.train.recipe)
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)) * max(0.0, (t.steps - s) / max(1, t.steps - warmup)))
+    memory, history = TrainingMemory(model), []
+    progress = Progress(0, t.steps, every=t.log_every)
+    start = time.perf_counter()
+    for step in range(t.steps):
+        began = time.perf_counter()
+        with memory.watch() as saved:
+            outputs = model(**next(batches))
+        outputs.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        optimizer.step()
+        method.after_optimizer_step(model, step)
+        schedule.step()
+        memory.record(step + 1, saved, optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        if done % t.log_every == 0 or done == t.steps:
+            loss = float(outputs.loss.detach())
+            log.write(step=done, loss=loss, lr=schedule.get_last_lr()[0], step_time=time.perf_counter() - began,
+                      peak_rss=_peak_rss_bytes(), wall=time.perf_counter() - start)
+            progress.update(done, loss=loss)
+        else:
+            progress.update(done)
+        if done % t.eval_every == 0 or done == t.steps:
+            history.append(_evaluate(model, task, done, time.perf_counter() - start, log))
+    progress.close()
+    train_time = time.perf_counter() - start
+    return _save(config, model, method, tokenizer, task, out, history, train_time, memory, original)
+
+
+def _evaluate(model, task, step: int, wall: float, log: JsonlLog) -> dict:
+    model.eval()
+    metrics = task.evaluate(model)
+    model.train()
+    log.write(event="eval", step=step, wall=wall, **metrics)
+    print(f"[aptune] step {step}: dev {task.primary_metric} {metrics[task.primary_metric]:.4f}")
+    return {"step": step, "wall": wall, **metrics, "density": 1.0}
+
+
+def _save(config, model, method, tokenizer, task, out: Path, history, train_time, memory, original) -> dict:
+    """The merged export (a stock ``transformers`` folder) and ``summary.json`` in the recipe's layout."""
+    final_ranks = method.ranks(model)
+    merged = model.merge_and_unload()
+    merged.eval()
+    export = out / "export"
+    merged.save_pretrained(export)
+    tokenizer.save_pretrained(export)
+    best = (max if task.higher_is_better else min)(h[task.primary_metric] for h in history)
+    summary = {
+        "task": task.name, "primary_metric": task.primary_metric, "num_labels": task.num_labels,
+        "final": history[-1], "higher_is_better": task.higher_is_better, "best_after_pruning": best,
+        "params": sum(p.numel() for p in merged.parameters()), "original_params": original, "density": 1.0,
+        "train_time_s": train_time, "peak_rss_bytes": _peak_rss_bytes(), "ranks": final_ranks, "export": str(export),
+        "history": history, "pruning_accuracy": None,
+        "memory": memory.peak.as_dict() if memory.peak else None, "masks": None,
+        "peer": {"method": config.peer.method, "peft": version("peft")},
+        "provenance": meta_info(),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
