@@ -26,7 +26,7 @@ LAYERS = [
     ("method", "data"),
     ("eval",),
     ("train", "integrations", "bench"),
-    ("ablation",),
+    ("ablation", "peers"),
     ("commands",),
     ("cli", "__main__", "__init__"),
 ]
