@@ -18,7 +18,7 @@ from aptune.models import load_model, load_tokenizer
 from aptune.peers import adalora
 from aptune.provenance import meta_info
 from aptune.train.progress import JsonlLog, Progress
-from aptune.train.recipe import _peak_rss_bytes, training_batches
+from aptune.train.recipe import _peak_rss_bytes, linear_schedule, training_batches
 from aptune.train.run_folder import claim
 from aptune.train.tasks import load_train_task, set_label_names
 
@@ -56,9 +56,7 @@ def _train(config: RunConfig, method, out: Path, device: torch.device) -> dict:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    warmup = int(t.warmup_ratio * t.steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(  # the same schedule as APT's runs (aptune.train.recipe)
-        optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)) * max(0.0, (t.steps - s) / max(1, t.steps - warmup)))
+    schedule = linear_schedule(optimizer, t.steps, int(t.warmup_ratio * t.steps))  # the same as APT's runs
     memory, history = TrainingMemory(model), []
     progress = Progress(0, t.steps, every=t.log_every)
     start = time.perf_counter()

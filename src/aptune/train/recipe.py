@@ -255,10 +255,7 @@ def _build_optimizer(run: Run) -> None:
     """AdamW over the method's trainable tensors; linear warm-up, then linear decay to 0."""
     t = run.config.train
     run.optimizer = torch.optim.AdamW(run.apt.trainable_parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    steps, warmup = t.steps, int(t.warmup_ratio * t.steps)
-    run.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-        run.optimizer,
-        lambda s: min(1.0, (s + 1) / max(1, warmup)) * max(0.0, (steps - s) / max(1, steps - warmup)))
+    run.lr_schedule = linear_schedule(run.optimizer, t.steps, int(t.warmup_ratio * t.steps))
     run.params = _optimizer_params(run.optimizer)
     run.memory = TrainingMemory(run.model, *([run.apt.transform] if run.apt.transform is not None else []))
 
@@ -278,6 +275,12 @@ def _tensor_holders(run: Run) -> dict[str, list[torch.Tensor]]:
         "teacher": teacher,
         "salience": tensors_within(run.apt.scorer) + tensors_within(run.apt.importance),
     }
+
+
+def linear_schedule(optimizer, steps: int, warmup: int):
+    """Linear warm-up over ``warmup`` steps, then linear decay to 0 at ``steps``."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)) * max(0.0, (steps - s) / max(1, steps - warmup)))
 
 
 def _optimizer_params(optimizer) -> list[torch.nn.Parameter]:
@@ -431,14 +434,11 @@ def evaluate(run: Run, done: int) -> dict[str, float]:
     if run.apt.report_score(score, run.task.higher_is_better) and run.apt.has_teacher:
         _evaluate_teacher(run, done, score)  # a new best: the teacher was refreshed from it
     retrain = run.apt.retrain_step
-    if retrain is not None and run.apt.last_pruning_step <= done <= retrain and _better(run, score):
+    best = run.retrain_best
+    if retrain is not None and run.apt.last_pruning_step <= done <= retrain and run.task.better(
+            score, best["score"] if best else None):
         run.retrain_best = {"step": done, "score": score, "tensors": [q.detach().clone() for q in run.params]}
     return metrics
-
-
-def _better(run: Run, score: float) -> bool:
-    best = run.retrain_best
-    return best is None or (score > best["score"] if run.task.higher_is_better else score < best["score"])
 
 
 def _offer_teacher(run: Run, step: int) -> None:
@@ -465,10 +465,8 @@ def _start_retraining(run: Run, step: int) -> None:
                 param.copy_(saved)
     t = run.config.train
     left = t.steps - step
-    warmup = int(RETRAIN_WARMUP * left)
     run.optimizer = torch.optim.AdamW(run.apt.trainable_parameters(), lr=RETRAIN_LR * t.lr, weight_decay=t.weight_decay)
-    run.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-        run.optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)) * max(0.0, (left - s) / max(1, left - warmup)))
+    run.lr_schedule = linear_schedule(run.optimizer, left, int(RETRAIN_WARMUP * left))
     run.params = _optimizer_params(run.optimizer)
     run.retrain_best = None
     source = f"step {best['step']} (dev {best['score']:.4f})" if best else "the current model (no dev score since)"
