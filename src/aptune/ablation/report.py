@@ -77,6 +77,7 @@ def _task_section(task, results, variants, infos, catalogue, per_run, out) -> li
     copies = {v: same_run_as(results, v, task) for v in comparison.variants}
     lines += ["### All runs", "", *overview_table(comparison, catalogue, infos, copies), "", CELLS_NOTE, ""]
     lines += _teacher_lines(task_results, comparison.variants, comparison.metric)
+    lines += _export_lines(task_results, comparison.variants)
     lines += _task_figures(comparison, results, task_results, catalogue, out, target)
     for title, members in _sections(comparison, infos, results):
         pruned = any(prunes(r) for v in members for r in find_runs(results, v, task))
@@ -114,6 +115,30 @@ def _teacher_lines(task_results, variants, metric: str) -> list[str]:
             "seeds; a renewal's teacher against the student's score that made it the teacher.", "",
             "| run | teachers per run | first teacher's dev score | teacher − student at a renewal |",
             "|---|---:|---:|---|", *rows, ""]
+
+
+def _export_lines(task_results, variants) -> list[str]:
+    """Where a peer ran (``peer.method``): what each run's export is, and what each peer was given where it cannot do
+    what APT does (nothing when no peer ran)."""
+    if not any(r["train_info"].get("peer") for r in task_results):
+        return []
+    rows = []
+    for variant in variants:
+        runs = [r["train_info"] for r in task_results if r["run_info"]["variant"] == variant]
+        if not runs or "exported" not in runs[0]:
+            continue
+        peer = runs[0].get("peer") or {}
+        made_by = (f"{peer['method']}: {peer.get('pruned', 'no pruning')}" if peer else "aptune")
+        loads = "no (trust_remote_code)" if any(t["exported"]["needs_trust_remote_code"] for t in runs) else "yes"
+        rows.append(f"| `{variant}` | {made_by} | {statistics.fmean(t['params'] for t in runs):,.0f} | "
+                    f"{statistics.fmean(t['exported']['total_params'] for t in runs):,.0f} | {loads} |")
+    versions = sorted({f"{k} {v}" for r in task_results for k, v in (r["train_info"].get("peer") or {}).items()
+                       if k in ("peft", "torch_pruning")})
+    return ["### What each run exported", "",
+            f"Peers run by their own code ({', '.join(versions)}). Budgeted parameters are those APT's density counts "
+            "(attention, FFN and norms inside the layers); all parameters add the embeddings and the head.", "",
+            "| run | pruned by | budgeted parameters | all parameters | stock `transformers` loads it as is |",
+            "|---|---|---:|---:|---|", *rows, ""]
 
 
 def _reference_best(results, task, task_results) -> float | None:

@@ -38,9 +38,11 @@ def adalora_config(model: nn.Module, config: RunConfig) -> AdaLoraConfig:
         modules_to_save=list(family.task_head) if config.adapter.train_head else None)
 
 
-def wrap(model: nn.Module, config: RunConfig) -> PeftModel:
-    """``model`` with PEFT's AdaLoRA adapters (the base frozen, the adapters and the head trainable)."""
-    return get_peft_model(model, adalora_config(model, config))
+def wrap(model: nn.Module, config: RunConfig, batches=None) -> tuple[PeftModel, dict]:
+    """``model`` with PEFT's AdaLoRA adapters (the base frozen, the adapters and the head trainable), and what it
+    was given (``batches``, the run's training stream, is not used: AdaLoRA has no calibration)."""
+    settings = adalora_config(model, config)
+    return get_peft_model(model, settings), {"init_r": settings.init_r, "target_r": settings.target_r}
 
 
 def after_optimizer_step(model: PeftModel, step: int) -> None:

@@ -15,14 +15,17 @@ from aptune.bench.memory import TrainingMemory
 from aptune.config import RunConfig
 from aptune.data import seed_everything
 from aptune.models import load_model, load_tokenizer
-from aptune.peers import adalora
+from aptune.families import family_for
+from aptune.peers import adalora, torchpruning
 from aptune.provenance import meta_info
+from aptune.structures.params import ParamCounter
 from aptune.train.progress import JsonlLog, Progress
 from aptune.train.recipe import _peak_rss_bytes, linear_schedule, training_batches
 from aptune.train.run_folder import claim
 from aptune.train.tasks import load_train_task, set_label_names
 
-METHODS = {"adalora": adalora}
+# each peer's module: wrap(model, config, batches) -> (PEFT model, what the peer did), after_optimizer_step, ranks
+METHODS = {"adalora": adalora, "torchpruning_magnitude": torchpruning, "torchpruning_taylor": torchpruning}
 
 
 def train_peer(config: RunConfig) -> dict:
@@ -51,15 +54,16 @@ def _train(config: RunConfig, method, out: Path, device: torch.device) -> dict:
     batches = training_batches(task.train, config, tokenizer.pad_token_id, device)
     base = load_model(config.model.name, head=config.model.head, num_labels=task.num_labels)
     set_label_names(base, task.label_names)
-    original = sum(p.numel() for p in base.parameters())
-    model = method.wrap(base, config).to(device)
-    model.train()
+    original = ParamCounter(family_for(base)).count_model()  # the parameters APT's density counts
+    start = time.perf_counter()  # a pruning peer's cut (and its calibration) is part of its training
+    model, done_by_peer = method.wrap(base, config, batches, **_options(config.peer.method))
+    model.to(device).train()
+    density = done_by_peer.get("cut", {}).get("params", original) / original
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     schedule = linear_schedule(optimizer, t.steps, int(t.warmup_ratio * t.steps))  # the same as APT's runs
     memory, history = TrainingMemory(model), []
     progress = Progress(0, t.steps, every=t.log_every)
-    start = time.perf_counter()
     for step in range(t.steps):
         began = time.perf_counter()
         with memory.watch() as saved:
@@ -80,22 +84,27 @@ def _train(config: RunConfig, method, out: Path, device: torch.device) -> dict:
         else:
             progress.update(done)
         if done % t.eval_every == 0 or done == t.steps:
-            history.append(_evaluate(model, task, done, time.perf_counter() - start, log))
+            history.append(_evaluate(model, task, done, time.perf_counter() - start, log, density))
     progress.close()
     train_time = time.perf_counter() - start
-    return _save(config, model, method, tokenizer, task, out, history, train_time, memory, original)
+    return _save(config, model, method, tokenizer, task, out, history, train_time, memory, original, done_by_peer)
 
 
-def _evaluate(model, task, step: int, wall: float, log: JsonlLog) -> dict:
+def _options(name: str) -> dict:
+    return {"importance": name.removeprefix("torchpruning_")} if name.startswith("torchpruning_") else {}
+
+
+def _evaluate(model, task, step: int, wall: float, log: JsonlLog, density: float) -> dict:
     model.eval()
     metrics = task.evaluate(model)
     model.train()
     log.write(event="eval", step=step, wall=wall, **metrics)
     print(f"[aptune] step {step}: dev {task.primary_metric} {metrics[task.primary_metric]:.4f}")
-    return {"step": step, "wall": wall, **metrics, "density": 1.0}
+    return {"step": step, "wall": wall, **metrics, "density": density}
 
 
-def _save(config, model, method, tokenizer, task, out: Path, history, train_time, memory, original) -> dict:
+def _save(config, model, method, tokenizer, task, out: Path, history, train_time, memory, original,
+          done_by_peer) -> dict:
     """The merged export (a stock ``transformers`` folder) and ``summary.json`` in the recipe's layout."""
     final_ranks = method.ranks(model)
     merged = model.merge_and_unload()
@@ -104,14 +113,16 @@ def _save(config, model, method, tokenizer, task, out: Path, history, train_time
     merged.save_pretrained(export)
     tokenizer.save_pretrained(export)
     best = (max if task.higher_is_better else min)(h[task.primary_metric] for h in history)
+    params = ParamCounter(family_for(merged)).count_model()
     summary = {
         "task": task.name, "primary_metric": task.primary_metric, "num_labels": task.num_labels,
         "final": history[-1], "higher_is_better": task.higher_is_better, "best_after_pruning": best,
-        "params": sum(p.numel() for p in merged.parameters()), "original_params": original, "density": 1.0,
+        "params": params, "original_params": original, "density": params / original,
+        "total_params": sum(p.numel() for p in merged.parameters()),
         "train_time_s": train_time, "peak_rss_bytes": _peak_rss_bytes(), "ranks": final_ranks, "export": str(export),
         "history": history, "pruning_accuracy": None,
         "memory": memory.peak.as_dict() if memory.peak else None, "masks": None,
-        "peer": {"method": config.peer.method, "peft": version("peft")},
+        "peer": {"method": config.peer.method, "peft": version("peft"), **done_by_peer},
         "provenance": meta_info(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
