@@ -60,7 +60,7 @@ def test_same_config_trains_once_exports_are_timed_side_by_side_and_results_carr
         assert all(side[b]["median_s"] > 0 and side[b]["p90_s"] >= side[b]["median_s"] for b in ("2", "4"))
         memory = result["train_info"]["memory"]
         assert memory["total_bytes"] == sum(memory[k] for k in ("params_bytes", "grads_bytes", "optimizer_bytes",
-                                                                "activations_bytes")) > 0
+                                                                "activations_bytes", "held_bytes")) > 0
         model = result["inference_info"]["model_memory"]
         assert model["weight_bytes"] > 0 and 0 < model["by_batch"]["2"]["activation_bytes"] \
             < model["by_batch"]["4"]["activation_bytes"]

@@ -83,6 +83,11 @@ def test_a_run_writes_its_breakdown_and_its_tensors_match_the_counted_step(tiny_
     # the busiest sample after a forward holds the parameters and the activations the counted measure saw there
     if written["busiest"]["where"] == "forward" and written["busiest"]["step"] == counted["step"]:
         assert written["busiest"]["tensors"]["activations"] == counted["activations_bytes"]
+    # the counted measure includes the teacher's snapshot and the salience statistics the breakdown finds
+    assert 0 < counted["held_bytes"] <= max(written[n]["tensors"]["teacher"] + written[n]["tensors"]["salience"]
+                                            for n in ("peak", "busiest"))
+    assert counted["total_bytes"] == sum(counted[k] for k in ("params_bytes", "grads_bytes", "optimizer_bytes",
+                                                              "activations_bytes", "held_bytes"))
 
 
 def _setup(tiny_base, tmp_path, *extra):

@@ -21,7 +21,8 @@ PEER = ["peer.method=adalora", "prune.enabled=false", "adapter.rank=4", "rank.bu
 BATCH = {"input_ids": torch.tensor([[101, 2023, 2003, 1037, 3231, 102]]),
          "attention_mask": torch.ones(1, 6, dtype=torch.long)}
 SUMMARY_KEYS = ("final", "history", "params", "original_params", "total_params", "train_time_s", "peak_rss_bytes",
-                "memory", "export", "primary_metric", "best_after_pruning", "ranks", "peer", "density")
+                "memory", "memory_breakdown", "export", "primary_metric", "best_after_pruning", "ranks", "peer",
+                "density")
 
 
 def _train_keeping_peft_model(config, monkeypatch) -> tuple[dict, dict]:
@@ -184,8 +185,8 @@ def test_every_peer_row_runs_through_the_ablation_runner_and_reports_every_colum
     for name, result in results.items():
         assert result["run_info"]["status"] == "ok", result["run_info"]["error"]
         train, inference = result["train_info"], result["inference_info"]
-        for key in ("train_time_s", "peak_rss_bytes", "memory", "curve", "params", "original_params", "density",
-                    "exported"):
+        for key in ("train_time_s", "peak_rss_bytes", "memory", "memory_breakdown", "curve", "params",
+                    "original_params", "density", "exported"):
             assert train[key] is not None, (name, key)
         assert inference["side_by_side"]["2"]["median_s"] > 0 and result["eval_info"]["final"]["accuracy"] >= 0
         assert train["exported"]["needs_trust_remote_code"] == (name == "apt")  # aptune's export has its own code

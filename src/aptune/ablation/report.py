@@ -128,7 +128,8 @@ def _export_lines(task_results, variants) -> list[str]:
         if not runs or "exported" not in runs[0]:
             continue
         peer = runs[0].get("peer") or {}
-        made_by = (f"{peer['method']}: {peer.get('pruned', 'no pruning')}" if peer else "aptune")
+        made_by = f"{peer['method']}: {peer.get('pruned', 'no pruning')}" if peer \
+            else "aptune" if any(t["density"] < 1 for t in runs) else "aptune: no pruning"
         loads = "no (trust_remote_code)" if any(t["exported"]["needs_trust_remote_code"] for t in runs) else "yes"
         rows.append(f"| `{variant}` | {made_by} | {statistics.fmean(t['params'] for t in runs):,.0f} | "
                     f"{statistics.fmean(t['exported']['total_params'] for t in runs):,.0f} | {loads} |")

@@ -85,15 +85,17 @@ class StepMemory:
     grads_bytes: int
     optimizer_bytes: int
     activations_bytes: int
+    held_bytes: int = 0  # the method's other tensors: the teacher's snapshot, the salience statistics
 
     @property
     def total_bytes(self) -> int:
-        return self.params_bytes + self.grads_bytes + self.optimizer_bytes + self.activations_bytes
+        return self.params_bytes + self.grads_bytes + self.optimizer_bytes + self.activations_bytes + self.held_bytes
 
     def as_dict(self) -> dict:
         return {**asdict(self), "total_bytes": self.total_bytes,
                 "method": "bytes of parameters + gradients + optimizer state + activations saved for backward "
-                          "(autograd saved-tensor hooks), at the step where their sum peaks"}
+                          "(autograd saved-tensor hooks) + the method's other tensors (teacher, salience), at the "
+                          "step where their sum peaks"}
 
 
 class TrainingMemory:
@@ -111,9 +113,9 @@ class TrainingMemory:
     def watch(self):
         return SavedActivations(*self.modules).watch()
 
-    def record(self, step: int, saved: SavedActivations, optimizer) -> StepMemory:
+    def record(self, step: int, saved: SavedActivations, optimizer, held_bytes: int = 0) -> StepMemory:
         now = StepMemory(step, parameter_bytes(*self.modules), gradient_bytes(*self.modules),
-                         optimizer_bytes(optimizer), saved.bytes)
+                         optimizer_bytes(optimizer), saved.bytes, held_bytes)
         if self.peak is None or now.total_bytes > self.peak.total_bytes:
             self.peak = now
         return now

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
-from aptune.bench.memory import TrainingMemory
+from aptune.bench.memory import PeakBreakdown, TrainingMemory, tensors_within
 from aptune.config import RunConfig
 from aptune.data import seed_everything
 from aptune.models import load_model, load_tokenizer
@@ -49,10 +49,14 @@ def _train(config: RunConfig, method, out: Path, device: torch.device) -> dict:
     if t.threads:
         torch.set_num_threads(t.threads)
     seed_everything(t.seed)
+    breakdown = PeakBreakdown(holders=dict)  # the process's bytes at its peak, as every aptune run records them
+    breakdown.stage("start")
     tokenizer = load_tokenizer(config.model.name)
     task = load_train_task(config, tokenizer)
     batches = training_batches(task.train, config, tokenizer.pad_token_id, device)
+    breakdown.stage("data")
     base = load_model(config.model.name, head=config.model.head, num_labels=task.num_labels)
+    breakdown.stage("model")
     set_label_names(base, task.label_names)
     original = ParamCounter(family_for(base)).count_model()  # the parameters APT's density counts
     start = time.perf_counter()  # a pruning peer's cut (and its calibration) is part of its training
@@ -63,12 +67,17 @@ def _train(config: RunConfig, method, out: Path, device: torch.device) -> dict:
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     schedule = linear_schedule(optimizer, t.steps, int(t.warmup_ratio * t.steps))  # the same as APT's runs
     memory, history = TrainingMemory(model), []
+    breakdown.holders = lambda: {"parameters": list(model.parameters()),
+                                 "gradients": [p.grad for p in model.parameters()],
+                                 "optimizer": tensors_within(optimizer.state)}
     progress = Progress(0, t.steps, every=t.log_every)
     for step in range(t.steps):
         began = time.perf_counter()
         with memory.watch() as saved:
             outputs = model(**next(batches))
+        breakdown.sample(step + 1, "forward", saved.bytes)
         outputs.loss.backward()
+        breakdown.sample(step + 1, "backward")
         torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
         optimizer.step()
         method.after_optimizer_step(model, step)
@@ -85,9 +94,11 @@ def _train(config: RunConfig, method, out: Path, device: torch.device) -> dict:
             progress.update(done)
         if done % t.eval_every == 0 or done == t.steps:
             history.append(_evaluate(model, task, done, time.perf_counter() - start, log, density))
+            breakdown.sample(done, "evaluation")
     progress.close()
     train_time = time.perf_counter() - start
-    return _save(config, model, method, tokenizer, task, out, history, train_time, memory, original, done_by_peer)
+    return _save(config, model, method, tokenizer, task, out, history, train_time, memory, original, done_by_peer,
+                 breakdown)
 
 
 def _options(name: str) -> dict:
@@ -103,8 +114,8 @@ def _evaluate(model, task, step: int, wall: float, log: JsonlLog, density: float
     return {"step": step, "wall": wall, **metrics, "density": density}
 
 
-def _save(config, model, method, tokenizer, task, out: Path, history, train_time, memory, original,
-          done_by_peer) -> dict:
+def _save(config, model, method, tokenizer, task, out: Path, history, train_time, memory, original, done_by_peer,
+          breakdown) -> dict:
     """The merged export (a stock ``transformers`` folder) and ``summary.json`` in the recipe's layout."""
     final_ranks = method.ranks(model)
     merged = model.merge_and_unload()
@@ -121,7 +132,8 @@ def _save(config, model, method, tokenizer, task, out: Path, history, train_time
         "total_params": sum(p.numel() for p in merged.parameters()),
         "train_time_s": train_time, "peak_rss_bytes": _peak_rss_bytes(), "ranks": final_ranks, "export": str(export),
         "history": history, "pruning_accuracy": None,
-        "memory": memory.peak.as_dict() if memory.peak else None, "masks": None,
+        "memory": memory.peak.as_dict() if memory.peak else None, "memory_breakdown": breakdown.as_dict(),
+        "masks": None,
         "peer": {"method": config.peer.method, "peft": version("peft"), **done_by_peer},
         "provenance": meta_info(),
     }

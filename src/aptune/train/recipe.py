@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import torch
 from accelerate import PartialState
 
-from aptune.bench.memory import PeakBreakdown, StepMemory, TrainingMemory, tensors_within
+from aptune.bench.memory import PeakBreakdown, StepMemory, TrainingMemory, tensor_census, tensors_within
 from aptune.config import RunConfig
 from aptune.data import make_dataloader, seed_everything
 from aptune.method import APT, APTLoss, PruningEvent, average_across_processes
@@ -277,6 +277,12 @@ def _tensor_holders(run: Run) -> dict[str, list[torch.Tensor]]:
     }
 
 
+def _held_bytes(run: Run) -> int:
+    """Bytes of the tensors the method holds beside the model and the optimizer (teacher, salience statistics)."""
+    census = tensor_census(_tensor_holders(run))
+    return census["teacher"] + census["salience"]
+
+
 def linear_schedule(optimizer, steps: int, warmup: int):
     """Linear warm-up over ``warmup`` steps, then linear decay to 0 at ``steps``."""
     return torch.optim.lr_scheduler.LambdaLR(
@@ -300,7 +306,8 @@ def _restore_loop(run: Run, folder: Path, state: dict) -> None:
     run.history, run.pruning_accuracy = state["history"], state.get("pruning_accuracy")
     if state.get("memory"):
         run.memory.peak = StepMemory(**{k: state["memory"][k] for k in ("step", "params_bytes", "grads_bytes",
-                                                                      "optimizer_bytes", "activations_bytes")})
+                                                                      "optimizer_bytes", "activations_bytes")},
+                                     held_bytes=state["memory"].get("held_bytes", 0))
     run.proc.print(f"[aptune] resumed from {folder} at step {run.first_step}")
 
 
@@ -324,7 +331,7 @@ def loop(run: Run, stop_after: int | None = None) -> int | None:
         torch.nn.utils.clip_grad_norm_(run.params, t.grad_clip)
         run.optimizer.step()
         run.lr_schedule.step()
-        run.memory.record(step + 1, saved, run.optimizer)
+        run.memory.record(step + 1, saved, run.optimizer, held_bytes=_held_bytes(run))
         run.optimizer.zero_grad(set_to_none=True)
         event = run.apt.after_optimizer_step(run.optimizer)
         if event is not None:
