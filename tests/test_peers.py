@@ -197,4 +197,4 @@ def test_every_peer_row_runs_through_the_ablation_runner_and_reports_every_colum
     report = (runs / "report" / "report.md").read_text()
     assert "### What each run exported" in report and "| `apt` | aptune |" in report
     assert "| `torchpruning_taylor` | torchpruning_taylor: heads, hidden size and FFN neurons |" in report
-    assert "torch_pruning 1.6.1" in report
+    assert "; peers by their own code: peft " in report and ", torch-pruning 1.6.1." in report

@@ -133,11 +133,9 @@ def _export_lines(task_results, variants) -> list[str]:
         loads = "no (trust_remote_code)" if any(t["exported"]["needs_trust_remote_code"] for t in runs) else "yes"
         rows.append(f"| `{variant}` | {made_by} | {statistics.fmean(t['params'] for t in runs):,.0f} | "
                     f"{statistics.fmean(t['exported']['total_params'] for t in runs):,.0f} | {loads} |")
-    versions = sorted({f"{k} {v}" for r in task_results for k, v in (r["train_info"].get("peer") or {}).items()
-                       if k in ("peft", "torch_pruning")})
     return ["### What each run exported", "",
-            f"Peers run by their own code ({', '.join(versions)}). Budgeted parameters are those APT's density counts "
-            "(attention, FFN and norms inside the layers); all parameters add the embeddings and the head.", "",
+            "Budgeted parameters are those APT's density counts (attention, FFN and norms inside the layers); all "
+            "parameters add the embeddings and the head.", "",
             "| run | pruned by | budgeted parameters | all parameters | stock `transformers` loads it as is |",
             "|---|---|---:|---:|---|", *rows, ""]
 

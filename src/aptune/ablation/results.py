@@ -203,8 +203,17 @@ def provenance(all_results: list[dict], n_failed: int) -> list[str]:
         f"{', '.join(map(str, seeds))}.",
         f"aptune {runs[0]['meta_info']['versions'].get('aptune')} at "
         + (f"commit {next(iter(commits))}" if len(commits) == 1 else f"commits {_with_counts(commits, ', ')}")
-        + "; " + (next(iter(environments)) if len(environments) == 1 else _with_counts(environments, "; ")) + ".",
+        + "; " + (next(iter(environments)) if len(environments) == 1 else _with_counts(environments, "; "))
+        + _peer_versions(runs) + ".",
     ]
+
+
+def _peer_versions(runs: list[dict]) -> str:
+    """``; peers by their own code: peft 0.21.2, torch-pruning 1.6.1`` where peers ran (their runs record them)."""
+    names = {"peft": "peft", "torch_pruning": "torch-pruning"}
+    found = sorted({f"{names[k]} {v}" for r in runs for k, v in ((r.get("train_info") or {}).get("peer") or {}).items()
+                    if k in names})
+    return f"; peers by their own code: {', '.join(found)}" if found else ""
 
 
 def _commit(meta: dict) -> str:
