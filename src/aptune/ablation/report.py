@@ -124,7 +124,8 @@ def _export_lines(task_results, variants) -> list[str]:
         return []
     rows = []
     for variant in variants:
-        runs = [r["train_info"] for r in task_results if r["run_info"]["variant"] == variant]
+        results = [r for r in task_results if r["run_info"]["variant"] == variant]
+        runs = [r["train_info"] for r in results]
         if not runs or "exported" not in runs[0]:
             continue
         peer = runs[0].get("peer") or {}
@@ -132,7 +133,7 @@ def _export_lines(task_results, variants) -> list[str]:
             else "aptune" if any(t["density"] < 1 for t in runs) else "aptune: no pruning"
         loads = "no (trust_remote_code)" if any(t["exported"]["needs_trust_remote_code"] for t in runs) else "yes"
         rows.append(f"| `{variant}` | {made_by} | {statistics.fmean(t['params'] for t in runs):,.0f} | "
-                    f"{statistics.fmean(t['exported']['total_params'] for t in runs):,.0f} | {loads} |")
+                    f"{statistics.fmean(r['inference_info']['params'] for r in results):,.0f} | {loads} |")
     return ["### What each run exported", "",
             "Budgeted parameters are those APT's density counts (attention, FFN and norms inside the layers); all "
             "parameters add the embeddings and the head.", "",

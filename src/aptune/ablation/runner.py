@@ -26,7 +26,6 @@ never stored here as the only value.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shlex
 import shutil
@@ -147,17 +146,10 @@ def _train_info(summary: dict, records: list[dict], wall: float) -> dict:
 
 
 def exported(folder: str | Path) -> dict:
-    """What an export folder holds for a user: all its parameters (embeddings and head included), and whether stock
-    ``transformers`` loads it without running the folder's own code (no ``auto_map`` in its config)."""
-    from safetensors import safe_open
-
-    folder = Path(folder)
-    total = 0
-    for weights in sorted(folder.glob("*.safetensors")):
-        with safe_open(weights, "pt") as f:
-            total += sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
-    config = json.loads((folder / "config.json").read_text())
-    return {"total_params": total, "needs_trust_remote_code": "auto_map" in config}
+    """Whether stock ``transformers`` loads an export folder without running the folder's own code (no ``auto_map``
+    in its config); its parameter count is measured with the export (``inference_info.params``)."""
+    config = json.loads((Path(folder) / "config.json").read_text())
+    return {"needs_trust_remote_code": "auto_map" in config}
 
 
 def run_one(spec: RunSpec, plan: Plan, run_dir: Path, meta: dict) -> dict:
