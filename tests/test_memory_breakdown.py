@@ -147,3 +147,33 @@ def test_a_cut_frees_every_tensor_of_the_removed_blocks(tiny_base, tmp_path, kin
     assert [name for name in changed if name in moments and not all(m.expired() for m in moments[name])] == []
     after = tensor_census(_tensor_holders(run))
     assert after["parameters"] < before["parameters"] and after["optimizer"] < before["optimizer"]
+
+
+CLOCK = ("wall", "step_time", "peak_rss")  # what differs between two runs of the same seed
+
+
+def test_the_scorer_stops_observing_after_the_last_pruning_step_and_no_number_moves(tiny_base, tmp_path, monkeypatch):
+    """The weight-gradient scorer kept a Gᵀ·X buffer per projection (and each step's inputs for it) to the end of
+    the run; nothing read them after the last cut. Its hooks now leave there, and the run is the same to the bit."""
+    from aptune.method import APT
+
+    stop = APT._stop_observing_when_done
+    after_last_cut = []
+
+    def spy(apt):
+        stop(apt)
+        if apt.step >= apt.last_pruning_step:
+            after_last_cut.append((apt.step, len(apt.scorer._handles), len(apt.scorer._grad_w)))
+
+    def run(name):
+        overrides = [f"output_dir={tmp_path / name}", f"model.name={tiny_base}", *TINY_RUN,
+                     "prune.salience=weight_gradient"]
+        train(load_config(None, overrides))
+        return [{k: v for k, v in json.loads(line).items() if k not in CLOCK}
+                for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    monkeypatch.setattr(APT, "_stop_observing_when_done", spy)
+    detached = run("detached")
+    assert after_last_cut == [(18, 0, 0)]  # TINY_RUN's last pruning step: no hook, no buffer left
+    monkeypatch.setattr(APT, "_stop_observing_when_done", lambda apt: None)
+    assert detached == run("observing")

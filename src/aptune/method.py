@@ -330,6 +330,7 @@ class APT:
                                self.config.rank.strategy, self.max_rank, self.generator)
         self.scorer.reindex()  # follow the cut now, before the next step's observations arrive in the new shapes
         self.importance.reset()
+        self._stop_observing_when_done()
         self._kept_before = self.model.state.kept_sizes()
         pruned = self.config.prune.enabled
         first_teacher = self.config.distill.enabled and pruned and not self.teacher_ready and not self.refresh_at_decay
@@ -340,6 +341,13 @@ class APT:
         return PruningEvent(self.step, k, self.schedule.num_prunings, pruned, removed, ranks, kept,
                             kept / self.model.original_params, self.schedule.density_for(k),
                             tuning_params(self.model), pruned and k == self.schedule.num_prunings, first_teacher)
+
+    def _stop_observing_when_done(self) -> None:
+        """After the last pruning step no score is read again: the scorer's hooks leave the model, so the steps
+        that remain do not keep its observations (the weight-gradient scorer's Gᵀ·X buffers, every step's inputs
+        kept for them) or spend time on them. Nothing they observed was read, so no number moves."""
+        if self.step >= self.last_pruning_step:
+            self.scorer.detach()
 
     def _take_teacher(self) -> None:
         """The teacher's adapters from now on: a frozen copy of the current ones."""
@@ -425,6 +433,7 @@ class APT:
         self.importance.load_state_dict(state["importance"])
         self.generator.set_state(state["generator"])
         self._kept_before = state.get("kept_before") or self.model.state.kept_sizes()
+        self._stop_observing_when_done()  # a run resumed after its last pruning step
         if self.transform is not None:
             saved = dict(state["transform"])
             self.transform.sync()  # to the model's surviving hidden dimensions
