@@ -4,7 +4,8 @@
 (docs/method.md §C, "standard weight-gradient salience"). The backbone is frozen, so ∂L/∂W is rebuilt
 from hooks: for H = W·X, ∂L/∂W = Gᵀ·X summed over tokens (G = ∂L/∂H), and ∂L/∂b = Σ G. This needs a
 weight-sized buffer per projection, which is exactly the memory APT's activation form avoids; the
-ablation measures that cost, so nothing here tries to save it. W_eff = W + s·B·A is used (∂L/∂W equals
+ablation measures that cost, so nothing here tries to save it. What it does not need is a second copy of
+every projection's input: the hook keeps the input autograd keeps, and masks it in backward. W_eff = W + s·B·A is used (∂L/∂W equals
 ∂L/∂W_eff). No kurtosis term; EMA and the search stay the same as for APT.
 """
 
@@ -57,11 +58,13 @@ class WeightGradientSalience(ObservingSalience):
             if output.shape[-1] == 0 or args[0].shape[-1] == 0:
                 return None
             mask = self.token_mask(stack, output)
-            x = masked_flat(args[0], mask)  # kept alive until backward: the ablation's memory cost
+            # the input itself, not a masked float32 copy: autograd keeps it until backward for the adapters
+            # anyway, and a copy held per projection meant a second set of activations through the pruning window
+            x = args[0].detach()
 
             def on_grad(grad):
                 g = masked_flat(grad, mask)
-                grad_w = g.t() @ x  # ∂L/∂W = Σ_tokens G_i X_jᵀ
+                grad_w = g.t() @ masked_flat(x, mask)  # ∂L/∂W = Σ_tokens G_i X_jᵀ
                 if path in self._grad_w and self._grad_w[path].shape == grad_w.shape:
                     self._grad_w[path] += grad_w
                     self._grad_b[path] += g.sum(0)
