@@ -28,14 +28,14 @@ TINY = {"data.max_length": 64, "data.max_train_samples": 48, "data.max_eval_samp
         "prune.num_steps": 2, "prune.end_fraction": 0.7, "prune.calibration_batches": 2, "train.threads": 1}
 
 
-def _write_plan(tmp_path):
+def _write_plan(tmp_path, names=("lora", "lora_prune", "base")):
     base, _ = tiny_llama_dir(tmp_path)
     (tmp_path / "prompts.txt").write_text("# a comment line\nName a color.\nCount to three.\n")
     plan = yaml.safe_load(open("configs/smollm2/compare.yaml"))
     plan["base"] = str((tmp_path / "tiny.yaml"))
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({
         "base": str(load_plan("configs/smollm2/compare.yaml").base), "model": {"name": str(base)}}))
-    plan["runs"] = {name: plan["runs"][name] for name in ("lora", "lora_prune", "base")}
+    plan["runs"] = {name: plan["runs"][name] for name in names}
     plan["profiles"] = {"tiny": {
         "overrides": TINY,
         "inference": {"batch_sizes": [2], "seq_len": 16, "warmup": 0, "repeats": 1, "threads": 1,
@@ -86,6 +86,26 @@ def test_comparison_plan_chains_runs_evaluates_exports_and_reports(tmp_path, cap
     report = (out / "report.md").read_text()
     assert "| `lora_prune` |" in report and "share of lora" in report and "## Greedy answers" in report
     assert (out / "score_vs_latency.png").stat().st_size > 1000
+
+
+def test_the_peer_rows_run_by_the_peers_own_code_on_a_tiny_llama(tmp_path, capsys):
+    """The plan's peer rows: Torch-Pruning's cut (the FFN only, on a grouped-query decoder) to apt's 70% of the
+    budgeted parameters within 1%, then PEFT's LoRA; PEFT's AdaLoRA on the dense model; both exports stock
+    ``transformers`` folders, timed and evaluated like every other run."""
+    plan, runs = _write_plan(tmp_path, ("torchpruning_taylor", "adalora")), tmp_path / "runs"
+    assert main(["ablate", str(plan), "--runs-dir", str(runs)]) == 0, capsys.readouterr().out
+    results = {p.stem.split("__")[0]: json.loads(p.read_text()) for p in (runs / "results").glob("*.json")}
+    taylor, adalora = results["torchpruning_taylor"]["train_info"], results["adalora"]["train_info"]
+    assert abs(taylor["params"] - 0.7 * taylor["original_params"]) <= 0.01 * taylor["original_params"]
+    assert adalora["density"] == pytest.approx(1.0)
+    for result in results.values():
+        assert result["run_info"]["status"] == "ok", result["run_info"]["error"]
+        assert not result["train_info"]["exported"]["needs_trust_remote_code"]
+        (arc,) = result["eval_info"]["downstream"]
+        assert arc["n"] == 4 and 0 <= arc["acc"] <= 1
+    kept = load_model(str(runs / "runs" / "torchpruning_taylor__alpaca__seed42" / "train" / "export"),
+                      head="causal-lm").config
+    assert (kept.intermediate_size, kept.hidden_size, kept.num_key_value_heads) == (35, 32, 2)
 
 
 def test_init_from_must_name_an_earlier_run(tmp_path):

@@ -10,6 +10,7 @@ import json
 import pytest
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
+from test_teacher_eval import CLOCK
 from test_train_loop import TINY_RUN
 
 from aptune import allocator
@@ -147,9 +148,6 @@ def test_a_cut_frees_every_tensor_of_the_removed_blocks(tiny_base, tmp_path, kin
     assert [name for name in changed if name in moments and not all(m.expired() for m in moments[name])] == []
     after = tensor_census(_tensor_holders(run))
     assert after["parameters"] < before["parameters"] and after["optimizer"] < before["optimizer"]
-
-
-CLOCK = ("wall", "step_time", "peak_rss")  # what differs between two runs of the same seed
 
 
 def test_the_scorer_stops_observing_after_the_last_pruning_step_and_no_number_moves(tiny_base, tmp_path, monkeypatch):
