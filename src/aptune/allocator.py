@@ -86,28 +86,3 @@ def run_under_chosen_allocator(argv: list[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, "-m", "aptune", *argv], env)
-
-
-def release_free_memory() -> bool:
-    """Hand the heap the allocator holds free back to the system (tcmalloc: ``MallocExtension_ReleaseFreeMemory``;
-    jemalloc: purge every arena; glibc: ``malloc_trim``); returns whether this process's allocator could.
-
-    A run calls it once, after its last pruning step: the pruning window hands out heap the later steps never ask for
-    in that shape again (tensors of the shapes before the cuts, the scorer's observations), and an allocator keeps it
-    for reuse; released, the rest of the run peaks at what it uses. Memory only: no number moves."""
-    import ctypes
-
-    name = current()
-    try:
-        process = ctypes.CDLL(None)
-        if name == "tcmalloc":
-            process.MallocExtension_ReleaseFreeMemory()
-        elif name == "jemalloc":
-            process.mallctl(b"arena.4096.purge", None, None, None, ctypes.c_size_t(0))  # 4096: every arena
-        elif name == "glibc":
-            process.malloc_trim(ctypes.c_size_t(0))
-        else:
-            return False
-    except (AttributeError, OSError):  # a build without the symbol
-        return False
-    return True

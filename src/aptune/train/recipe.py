@@ -23,7 +23,6 @@ from typing import Any, Iterator
 import torch
 from accelerate import PartialState
 
-from aptune import allocator
 from aptune.bench.memory import PeakBreakdown, StepMemory, TrainingMemory, tensor_census, tensors_within
 from aptune.config import RunConfig
 from aptune.data import make_dataloader, seed_everything
@@ -338,8 +337,6 @@ def loop(run: Run, stop_after: int | None = None) -> int | None:
         if event is not None:
             run.params = _optimizer_params(run.optimizer)
             _after_pruning_step(run, event)
-            if event.k == event.num_steps:  # the window's heap is not asked for again (allocator.release_free_memory)
-                allocator.release_free_memory()
             run.breakdown.sample(step + 1, "pruning step")
         if run.apt.teacher_check_due():
             _offer_teacher(run, step + 1)
