@@ -5,8 +5,9 @@
 from hooks: for H = W·X, ∂L/∂W = Gᵀ·X summed over tokens (G = ∂L/∂H), and ∂L/∂b = Σ G. This needs a
 weight-sized buffer per projection, which is exactly the memory APT's activation form avoids; the
 ablation measures that cost, so nothing here tries to save it. What it does not need is a second copy of
-every projection's input: the hook keeps the input autograd keeps, and masks it in backward. W_eff = W + s·B·A is used (∂L/∂W equals
-∂L/∂W_eff). No kurtosis term; EMA and the search stay the same as for APT.
+every projection's input: the hook keeps the input autograd keeps, and masks it in backward.
+W_eff = W + s·B·A is used (∂L/∂W equals ∂L/∂W_eff). No kurtosis term; EMA and the search stay the same
+as for APT.
 """
 
 from __future__ import annotations
